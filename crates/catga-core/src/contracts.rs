@@ -1,0 +1,161 @@
+//! The wire contract between the services: stream, subject, consumer, header,
+//! Redis key and metric names, and the command and event payloads.
+//!
+//! Every other crate, the manifests' tests included, refers to these constants
+//! instead of repeating the strings.
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{OrderId, OrderStatus, PricedItem};
+
+/// JetStream streams and the subjects they capture.
+pub mod streams {
+    /// Commands addressed to order-service. Work-queue retention: a command is
+    /// removed once a consumer acknowledges (or terminates) it.
+    pub const ORDER_COMMANDS: &str = "CATGA_ORDER_COMMANDS";
+    pub const ORDER_COMMANDS_SUBJECTS: &str = "catga.orders.commands.>";
+
+    /// Facts published by order-service; kept for a week so new consumers can replay.
+    pub const ORDER_EVENTS: &str = "CATGA_ORDER_EVENTS";
+    pub const ORDER_EVENTS_SUBJECTS: &str = "catga.orders.events.>";
+
+    /// Messages that can never succeed, with the reason they were given up on.
+    pub const DEAD_LETTERS: &str = "CATGA_DEAD_LETTERS";
+    pub const DEAD_LETTERS_SUBJECTS: &str = "catga.deadletter.>";
+}
+
+/// Subjects messages are published on.
+pub mod subjects {
+    pub const PLACE_ORDER: &str = "catga.orders.commands.place";
+    pub const CANCEL_ORDER: &str = "catga.orders.commands.cancel";
+    pub const ORDER_CONFIRMED: &str = "catga.orders.events.confirmed";
+    pub const ORDER_REJECTED: &str = "catga.orders.events.rejected";
+    pub const ORDER_CANCELLED: &str = "catga.orders.events.cancelled";
+    /// Dead letters are published on `catga.deadletter.<original subject>`.
+    pub const DEAD_LETTER_PREFIX: &str = "catga.deadletter";
+
+    /// The dead-letter subject for a message that arrived on `original`.
+    pub fn dead_letter_for(original: &str) -> String {
+        format!("{DEAD_LETTER_PREFIX}.{original}")
+    }
+}
+
+/// Durable consumer names.
+pub mod consumers {
+    /// The queue group every order-service replica shares (`NATS__QueueGroup`).
+    pub const ORDER_PROCESSING: &str = "order-processing";
+    pub const NOTIFICATIONS: &str = "notification-service";
+}
+
+/// Message and HTTP header names.
+pub mod headers {
+    /// JetStream publish-side deduplication.
+    pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
+    pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+    /// Set on dead letters.
+    pub const DEAD_LETTER_REASON: &str = "Catga-Dead-Letter-Reason";
+    pub const DEAD_LETTER_SUBJECT: &str = "Catga-Original-Subject";
+    pub const DEAD_LETTER_DELIVERIES: &str = "Catga-Delivery-Count";
+    pub const DEAD_LETTER_SERVICE: &str = "Catga-Dead-Lettered-By";
+}
+
+/// Redis keys. All keys share the `catga:` prefix so the keyspace is easy to inspect.
+pub mod redis_keys {
+    /// Hash `{name, unitPrice, stock}` per product.
+    pub const PRODUCT_PREFIX: &str = "catga:product:";
+    /// Set of all product ids.
+    pub const PRODUCT_IDS: &str = "catga:products";
+    /// Hash `{doc, status, reason, updatedAt}` per order.
+    pub const ORDER_PREFIX: &str = "catga:order:";
+    /// Sorted set of order ids (all score 0, ordered by the time-ordered id).
+    pub const ORDER_INDEX: &str = "catga:orders";
+    /// Outcome of an applied command, keyed by command id: the command idempotency record.
+    pub const PROCESSED_PREFIX: &str = "catga:processed:";
+    /// HTTP `Idempotency-Key` records.
+    pub const HTTP_IDEMPOTENCY_PREFIX: &str = "catga:idem:http:";
+    /// Notification delivery records, keyed by event id.
+    pub const NOTIFICATION_PREFIX: &str = "catga:idem:notify:";
+}
+
+/// Metric names exported on `/metrics`.
+pub mod metrics {
+    pub const REQUESTS_TOTAL: &str = "catga_requests_total";
+    pub const REQUEST_DURATION: &str = "catga_request_duration";
+    pub const MESSAGES_PUBLISHED: &str = "catga_messages_published_total";
+    pub const MESSAGES_PROCESSED: &str = "catga_messages_processed_total";
+    pub const REDELIVERIES: &str = "catga_redeliveries_total";
+    pub const DEAD_LETTERS: &str = "catga_dead_letters_total";
+    pub const IDEMPOTENCY_HITS: &str = "catga_idempotency_hits_total";
+    pub const ORDERS: &str = "catga_orders_total";
+    pub const NOTIFICATIONS: &str = "catga_notifications_total";
+    pub const DEPENDENCY_UP: &str = "catga_dependency_up";
+}
+
+/// Service names as they appear in the `service` metric label and in logs.
+pub mod services {
+    pub const ORDER_API: &str = "order-api";
+    pub const ORDER_SERVICE: &str = "order-service";
+    pub const NOTIFICATION_SERVICE: &str = "notification-service";
+}
+
+/// Command published by order-api on [`subjects::PLACE_ORDER`].
+///
+/// Carries the priced order so order-service never needs a second source of
+/// truth: prices are fixed at acceptance time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaceOrder {
+    /// Idempotency key of the command; also its `Nats-Msg-Id`.
+    pub command_id: String,
+    pub order_id: OrderId,
+    pub customer_id: String,
+    pub items: Vec<PricedItem>,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub total_amount: Decimal,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: time::OffsetDateTime,
+}
+
+/// Command published by order-api on [`subjects::CANCEL_ORDER`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelOrder {
+    pub command_id: String,
+    pub order_id: OrderId,
+}
+
+/// An order reached a new status. Published by order-service; its `event_id`
+/// is deterministic (`<orderId>:<status>`) so a redelivered command republishes
+/// the very same event and every consumer can deduplicate on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderEvent {
+    pub event_id: String,
+    pub order_id: OrderId,
+    pub customer_id: String,
+    pub status: OrderStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(with = "rust_decimal::serde::str")]
+    pub total_amount: Decimal,
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: time::OffsetDateTime,
+}
+
+impl OrderEvent {
+    /// The deterministic event id for `order_id` reaching `status`.
+    pub fn id_for(order_id: &OrderId, status: OrderStatus) -> String {
+        format!("{order_id}:{status}")
+    }
+
+    /// The subject this event is published on.
+    pub fn subject(&self) -> &'static str {
+        match self.status {
+            OrderStatus::Confirmed => subjects::ORDER_CONFIRMED,
+            OrderStatus::Rejected => subjects::ORDER_REJECTED,
+            // Pending never produces an event; cancelled is the remaining fact.
+            OrderStatus::Cancelled | OrderStatus::Pending => subjects::ORDER_CANCELLED,
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Health endpoints every service serves: `/health` and `/health/live`
+//! (liveness: the process answers) and `/health/ready` (readiness: 200 only
+//! while every dependency is usable and the service is not draining).
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use serde::Serialize;
+
+use crate::{contracts::metrics as names, messaging::Broker, store::OrderStore};
+
+/// Longest a readiness check may take; a dependency slower than this is not usable.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One dependency a service needs to do its work.
+#[async_trait]
+pub trait ReadinessCheck: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    async fn check(&self) -> Result<(), String>;
+}
+
+/// NATS: connected, and the streams exist.
+pub struct BrokerCheck {
+    pub broker: Arc<dyn Broker>,
+    pub topology_ready: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl ReadinessCheck for BrokerCheck {
+    fn name(&self) -> &'static str {
+        "nats"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        if !self.broker.is_connected() {
+            return Err("not connected".to_owned());
+        }
+        if !self.topology_ready.load(Ordering::Acquire) {
+            return Err("streams not set up yet".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// Redis: answers a PING.
+pub struct StoreCheck {
+    pub store: Arc<dyn OrderStore>,
+}
+
+#[async_trait]
+impl ReadinessCheck for StoreCheck {
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn check(&self) -> Result<(), String> {
+        self.store.ping().await.map_err(|err| err.to_string())
+    }
+}
+
+/// The readiness state of a service.
+#[derive(Clone)]
+pub struct Health {
+    service: &'static str,
+    checks: Arc<Vec<Box<dyn ReadinessCheck>>>,
+    draining: Arc<AtomicBool>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    status: &'static str,
+    service: &'static str,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    checks: BTreeMap<&'static str, String>,
+}
+
+impl Health {
+    pub fn new(service: &'static str, checks: Vec<Box<dyn ReadinessCheck>>) -> Self {
+        Self {
+            service,
+            checks: Arc::new(checks),
+            draining: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Marks the service as shutting down: readiness turns 503 at once, so the
+    /// load balancer stops sending work before the service stops taking it.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Runs every check; `Ok` when all pass.
+    pub async fn readiness(&self) -> (bool, BTreeMap<&'static str, String>) {
+        let mut ready = !self.is_draining();
+        let mut results = BTreeMap::new();
+        if self.is_draining() {
+            results.insert("shutdown", "draining".to_owned());
+        }
+        let outcomes = futures::future::join_all(self.checks.iter().map(|check| async move {
+            let outcome = tokio::time::timeout(CHECK_TIMEOUT, check.check())
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {CHECK_TIMEOUT:?}")));
+            (check.name(), outcome)
+        }))
+        .await;
+        for (name, outcome) in outcomes {
+            let up = outcome.is_ok();
+            metrics::gauge!(names::DEPENDENCY_UP, "service" => self.service, "dependency" => name)
+                .set(if up { 1.0 } else { 0.0 });
+            ready &= up;
+            results.insert(name, outcome.map_or_else(|err| err, |()| "ok".to_owned()));
+        }
+        (ready, results)
+    }
+}
+
+/// `/health`, `/health/live` and `/health/ready`.
+pub fn router(health: Health) -> Router {
+    Router::new()
+        .route("/health", get(live))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .with_state(health)
+}
+
+async fn live(State(health): State<Health>) -> impl IntoResponse {
+    Json(Report {
+        status: "ok",
+        service: health.service,
+        checks: BTreeMap::new(),
+    })
+}
+
+async fn ready(State(health): State<Health>) -> impl IntoResponse {
+    let (ready, checks) = health.readiness().await;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(Report {
+            status: if ready { "ready" } else { "not_ready" },
+            service: health.service,
+            checks,
+        }),
+    )
+}

@@ -1,0 +1,23 @@
+//! The shared runtime of the Catga services.
+//!
+//! - [`config`]: settings from `Section__Key` environment variables.
+//! - [`contracts`]: subjects, streams, headers, Redis keys, metric names, wire types.
+//! - [`domain`]: orders, products, validation.
+//! - [`store`]: the order store (Redis, in-memory).
+//! - [`idempotency`]: at-most-once records with leases.
+//! - [`messaging`]: JetStream and in-memory brokers, the consumer loop.
+//! - [`health`], [`http`], [`telemetry`], [`shutdown`], [`service`]: service plumbing.
+
+pub mod config;
+pub mod contracts;
+pub mod domain;
+pub mod health;
+pub mod http;
+pub mod idempotency;
+pub mod messaging;
+pub mod service;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+
+pub use tokio_util::sync::CancellationToken;

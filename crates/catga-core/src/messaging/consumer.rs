@@ -1,0 +1,288 @@
+//! The consumer loop every service runs: pull what can be worked on, keep the
+//! ack deadline alive while working, settle every message, dead-letter what can
+//! never succeed, and drain on shutdown.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use futures::StreamExt;
+use tokio::{sync::Semaphore, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use super::{Broker, ConsumerSpec, Delivery, OutgoingMessage};
+use crate::contracts::{headers, metrics as names, subjects};
+
+/// Why a message could not be handled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandleError {
+    /// A dependency is away (Redis down, NATS reconnecting). Retried in place
+    /// with backoff for as long as it takes; never dead-lettered.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// The message can never succeed (undecodable, unknown type, invalid).
+    /// Dead-lettered at once.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// Handles one message. Must be idempotent: any message may arrive again.
+#[async_trait]
+pub trait Handler: Send + Sync + 'static {
+    async fn handle(&self, delivery: &Delivery) -> Result<(), HandleError>;
+}
+
+/// How the loop behaves around the handler.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    /// Service name for metrics, logs and dead-letter headers.
+    pub service: &'static str,
+    /// How long in-flight messages may take to finish after shutdown starts.
+    pub shutdown_grace: Duration,
+}
+
+const RETRY_MIN: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// Delay before a message given back at shutdown is offered to another replica.
+const HANDBACK_DELAY: Duration = Duration::from_millis(200);
+
+/// Runs until `shutdown` fires, then lets in-flight messages finish within the
+/// grace period. Messages still running after that are handed back (nak) so
+/// another replica takes them at once instead of after the ack timeout.
+pub async fn run_consumer(
+    broker: Arc<dyn Broker>,
+    spec: ConsumerSpec,
+    handler: Arc<dyn Handler>,
+    options: ConsumerOptions,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(spec.max_in_flight.max(1)));
+    // Cancelled when the grace period is over: stops in-place retries.
+    let abandon = CancellationToken::new();
+    let mut tasks = JoinSet::new();
+    'subscribe: while !shutdown.is_cancelled() {
+        let mut deliveries = tokio::select! {
+            () = shutdown.cancelled() => break,
+            subscribed = broker.subscribe(&spec) => match subscribed {
+                Ok(deliveries) => deliveries,
+                Err(err) => {
+                    tracing::warn!(consumer = %spec.durable, error = %err, "cannot bind consumer yet; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            },
+        };
+        tracing::info!(consumer = %spec.durable, stream = spec.stream, "consuming");
+        loop {
+            while tasks.try_join_next().is_some() {}
+            // Take a slot before pulling, so only what can be worked on is pulled.
+            let slot = tokio::select! {
+                () = shutdown.cancelled() => break 'subscribe,
+                slot = Arc::clone(&slots).acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break 'subscribe,
+                },
+            };
+            let next = tokio::select! {
+                () = shutdown.cancelled() => break 'subscribe,
+                next = deliveries.next() => next,
+            };
+            match next {
+                Some(Ok(delivery)) => {
+                    let context = Processing {
+                        broker: Arc::clone(&broker),
+                        handler: Arc::clone(&handler),
+                        service: options.service,
+                        ack_wait: spec.ack_wait,
+                        abandon: abandon.clone(),
+                    };
+                    tasks.spawn(async move {
+                        context.process(delivery).await;
+                        drop(slot);
+                    });
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(consumer = %spec.durable, error = %err, "consumer stream error; re-binding");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue 'subscribe;
+                }
+                None => {
+                    tracing::warn!(consumer = %spec.durable, "consumer stream ended; re-binding");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue 'subscribe;
+                }
+            }
+        }
+    }
+    let in_flight = tasks.len();
+    if in_flight > 0 {
+        tracing::info!(consumer = %spec.durable, in_flight, "draining in-flight messages");
+    }
+    let drained = tokio::time::timeout(options.shutdown_grace, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        // Stop retrying; each task hands its message back, then finishes.
+        abandon.cancel();
+        while tasks.join_next().await.is_some() {}
+    }
+    tracing::info!(consumer = %spec.durable, "consumer stopped");
+}
+
+struct Processing {
+    broker: Arc<dyn Broker>,
+    handler: Arc<dyn Handler>,
+    service: &'static str,
+    ack_wait: Duration,
+    abandon: CancellationToken,
+}
+
+/// How a message was settled, for metrics.
+#[derive(Debug, Clone, Copy)]
+enum Settled {
+    Success,
+    DeadLettered,
+    HandedBack,
+}
+
+impl Settled {
+    fn as_str(self) -> &'static str {
+        match self {
+            Settled::Success => "success",
+            Settled::DeadLettered => "dead_lettered",
+            Settled::HandedBack => "handed_back",
+        }
+    }
+}
+
+impl Processing {
+    async fn process(&self, delivery: Delivery) {
+        let started = Instant::now();
+        if delivery.delivered > 1 {
+            metrics::counter!(names::REDELIVERIES, "service" => self.service).increment(1);
+        }
+        let settled = tokio::select! {
+            settled = self.handle_with_retry(&delivery) => settled,
+            () = self.keep_alive(&delivery) => Settled::HandedBack,
+        };
+        let outcome = settled.as_str();
+        metrics::counter!(names::MESSAGES_PROCESSED, "service" => self.service, "outcome" => outcome)
+            .increment(1);
+        metrics::counter!(names::REQUESTS_TOTAL, "service" => self.service, "kind" => "message", "operation" => subject_operation(&delivery.subject), "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!(names::REQUEST_DURATION, "service" => self.service, "kind" => "message", "operation" => subject_operation(&delivery.subject))
+            .record(started.elapsed().as_secs_f64());
+    }
+
+    /// Extends the ack deadline while the handler works. Never returns.
+    async fn keep_alive(&self, delivery: &Delivery) {
+        let period = (self.ack_wait / 3).max(Duration::from_millis(500));
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        loop {
+            ticker.tick().await;
+            if let Err(err) = delivery.acker.in_progress().await {
+                tracing::debug!(message = %delivery.id, error = %err, "in-progress ack failed");
+            }
+        }
+    }
+
+    async fn handle_with_retry(&self, delivery: &Delivery) -> Settled {
+        let mut backoff = RETRY_MIN;
+        loop {
+            match self.handler.handle(delivery).await {
+                Ok(()) => {
+                    // A lost ack only means a redelivery, which the handler's
+                    // idempotency absorbs.
+                    if let Err(err) = delivery.acker.ack().await {
+                        tracing::warn!(message = %delivery.id, error = %err, "ack failed; the message will be redelivered and deduplicated");
+                    }
+                    return Settled::Success;
+                }
+                Err(HandleError::Permanent(reason)) => {
+                    return self.dead_letter(delivery, &reason).await;
+                }
+                Err(HandleError::Transient(reason)) => {
+                    tracing::warn!(message = %delivery.id, subject = %delivery.subject, %reason, retry_in = ?backoff, "transient failure; retrying");
+                    tokio::select! {
+                        () = self.abandon.cancelled() => return self.hand_back(delivery).await,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    async fn hand_back(&self, delivery: &Delivery) -> Settled {
+        if let Err(err) = delivery.acker.nak(HANDBACK_DELAY).await {
+            tracing::warn!(message = %delivery.id, error = %err, "hand-back failed; redelivered after the ack timeout");
+        }
+        Settled::HandedBack
+    }
+
+    /// Copies the message with its reason to the dead-letter stream, then
+    /// stops its redelivery. If the copy cannot be stored, the message is
+    /// handed back instead: it is never dropped.
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Settled {
+        let mut message = OutgoingMessage::new(
+            subjects::dead_letter_for(&delivery.subject),
+            format!("dlq:{}", delivery.id),
+            delivery.payload.clone(),
+        );
+        message.headers = delivery
+            .headers
+            .iter()
+            .filter(|(name, _)| !name.eq_ignore_ascii_case(headers::NATS_MSG_ID))
+            .cloned()
+            .collect();
+        message = message
+            .with_header(headers::DEAD_LETTER_REASON, single_line(reason))
+            .with_header(headers::DEAD_LETTER_SUBJECT, delivery.subject.as_str())
+            .with_header(
+                headers::DEAD_LETTER_DELIVERIES,
+                delivery.delivered.to_string(),
+            )
+            .with_header(headers::DEAD_LETTER_SERVICE, self.service);
+        match self.broker.publish(message).await {
+            Ok(()) => {
+                tracing::error!(message = %delivery.id, subject = %delivery.subject, %reason, "dead-lettered");
+                metrics::counter!(names::DEAD_LETTERS, "service" => self.service).increment(1);
+                if let Err(err) = delivery.acker.term().await {
+                    tracing::warn!(message = %delivery.id, error = %err, "term failed; the copy in the dead-letter stream is deduplicated");
+                }
+                Settled::DeadLettered
+            }
+            Err(err) => {
+                tracing::warn!(message = %delivery.id, error = %err, "cannot dead-letter yet; handing back");
+                self.hand_back(delivery).await
+            }
+        }
+    }
+}
+
+/// The message kind as a metric label: the subject's last token when it is a
+/// known one, so arbitrary subjects cannot grow the label set.
+fn subject_operation(subject: &str) -> &'static str {
+    const KNOWN: [&str; 5] = [
+        subjects::PLACE_ORDER,
+        subjects::CANCEL_ORDER,
+        subjects::ORDER_CONFIRMED,
+        subjects::ORDER_REJECTED,
+        subjects::ORDER_CANCELLED,
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == subject)
+        .and_then(|known| known.rsplit('.').next())
+        .unwrap_or("other")
+}
+
+/// Header values cannot hold line breaks.
+fn single_line(text: &str) -> String {
+    text.replace(['\r', '\n'], " ")
+}

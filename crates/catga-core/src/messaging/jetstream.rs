@@ -1,0 +1,233 @@
+//! [`Broker`] on NATS JetStream.
+
+use std::time::Duration;
+
+use async_nats::{
+    HeaderMap,
+    jetstream::{
+        self, AckKind,
+        consumer::{AckPolicy, DeliverPolicy, pull},
+        context::PublishErrorKind,
+        message::{Acker as NatsAcker, PublishMessage},
+        stream::{self, RetentionPolicy, StorageType},
+    },
+};
+use async_trait::async_trait;
+use futures::{StreamExt, stream::BoxStream};
+
+use super::{
+    Acker, Broker, ConsumerSpec, DUPLICATE_WINDOW, Delivery, MessagingError, OutgoingMessage,
+    Publisher, Retention, STREAMS,
+};
+use crate::config::NatsSettings;
+
+/// A JetStream connection. Cloning shares the connection.
+#[derive(Clone)]
+pub struct JetStreamBroker {
+    client: async_nats::Client,
+    context: jetstream::Context,
+    stream_replicas: usize,
+}
+
+impl JetStreamBroker {
+    /// Connects in the background: returns at once, reconnects forever, so a
+    /// service starts (not ready) while NATS is away and recovers on its own.
+    pub async fn connect(
+        settings: &NatsSettings,
+        client_name: &str,
+    ) -> Result<Self, MessagingError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(client_name)
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(Duration::from_secs(10)))
+            .event_callback(|event| async move {
+                tracing::info!(target: "catga::nats", %event, "NATS connection event");
+            })
+            .connect(settings.servers.clone())
+            .await
+            .map_err(|err| MessagingError::Unavailable(err.to_string()))?;
+        let context = jetstream::new(client.clone());
+        Ok(Self {
+            client,
+            context,
+            stream_replicas: settings.stream_replicas,
+        })
+    }
+
+    /// The underlying client, for callers that need plain NATS.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The JetStream context, for tests and tools.
+    pub fn context(&self) -> &jetstream::Context {
+        &self.context
+    }
+}
+
+#[async_trait]
+impl Publisher for JetStreamBroker {
+    async fn publish(&self, message: OutgoingMessage) -> Result<(), MessagingError> {
+        let mut header_map = HeaderMap::new();
+        for (name, value) in &message.headers {
+            header_map.insert(name.as_str(), value.as_str());
+        }
+        let publish = PublishMessage::build()
+            .payload(message.payload)
+            .headers(header_map)
+            .message_id(&message.msg_id);
+        let ack = self
+            .context
+            .send_publish(message.subject, publish)
+            .await
+            .map_err(|err| publish_error(&err, err.kind()))?;
+        ack.await.map_err(|err| publish_error(&err, err.kind()))?;
+        Ok(())
+    }
+}
+
+fn publish_error(err: &dyn std::fmt::Display, kind: PublishErrorKind) -> MessagingError {
+    MessagingError::Publish(format!("{kind:?}: {err}"))
+}
+
+#[async_trait]
+impl Broker for JetStreamBroker {
+    async fn ensure_topology(&self) -> Result<(), MessagingError> {
+        for spec in STREAMS {
+            let config = stream::Config {
+                name: spec.name.to_owned(),
+                subjects: vec![spec.subjects.to_owned()],
+                retention: match spec.retention {
+                    Retention::WorkQueue => RetentionPolicy::WorkQueue,
+                    Retention::Limits => RetentionPolicy::Limits,
+                },
+                storage: StorageType::File,
+                num_replicas: self.stream_replicas,
+                max_age: spec.max_age,
+                duplicate_window: DUPLICATE_WINDOW,
+                ..Default::default()
+            };
+            // Many replicas may race here; creating a stream with an identical
+            // configuration is idempotent on the server, and get_or_create
+            // falls back to the existing stream.
+            self.context
+                .get_or_create_stream(config)
+                .await
+                .map_err(|err| MessagingError::Consumer(format!("stream {}: {err}", spec.name)))?;
+        }
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        spec: &ConsumerSpec,
+    ) -> Result<BoxStream<'static, Result<Delivery, MessagingError>>, MessagingError> {
+        let stream =
+            self.context.get_stream(spec.stream).await.map_err(|err| {
+                MessagingError::Consumer(format!("stream {}: {err}", spec.stream))
+            })?;
+        let config = pull::Config {
+            durable_name: Some(spec.durable.clone()),
+            filter_subject: spec.filter.to_owned(),
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: spec.ack_wait,
+            max_deliver: spec.max_deliver,
+            // Enough room for every replica the autoscaler may run.
+            max_ack_pending: 1_000,
+            ..Default::default()
+        };
+        let consumer = stream
+            .get_or_create_consumer(&spec.durable, config)
+            .await
+            .map_err(|err| MessagingError::Consumer(format!("consumer {}: {err}", spec.durable)))?;
+        let messages = consumer
+            .stream()
+            // Pull no more than can be worked on, so a stopping replica leaves
+            // nothing buffered that would wait for an ack timeout.
+            .max_messages_per_batch(spec.max_in_flight)
+            .heartbeat(Duration::from_secs(5))
+            .expires(Duration::from_secs(30))
+            .messages()
+            .await
+            .map_err(|err| MessagingError::Consumer(format!("pull {}: {err}", spec.durable)))?;
+        Ok(messages
+            .map(|next| match next {
+                Ok(message) => delivery_from(message),
+                Err(err) => Err(MessagingError::Unavailable(err.to_string())),
+            })
+            .boxed())
+    }
+
+    fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+}
+
+fn delivery_from(message: jetstream::Message) -> Result<Delivery, MessagingError> {
+    let (id, delivered) = {
+        let info = message
+            .info()
+            .map_err(|err| MessagingError::Unavailable(format!("message metadata: {err}")))?;
+        (
+            format!("{}:{}", info.stream, info.stream_sequence),
+            info.delivered,
+        )
+    };
+    let (message, acker) = message.split();
+    let headers = message
+        .headers
+        .iter()
+        .flat_map(|map| map.iter())
+        .flat_map(|(name, values)| {
+            values
+                .iter()
+                .map(move |value| (name.to_string(), value.to_string()))
+        })
+        .collect();
+    Ok(Delivery {
+        id,
+        subject: message.subject.to_string(),
+        headers,
+        payload: message.payload,
+        delivered,
+        acker: Box::new(JetStreamAcker(acker)),
+    })
+}
+
+struct JetStreamAcker(NatsAcker);
+
+impl JetStreamAcker {
+    async fn send(&self, kind: AckKind) -> Result<(), MessagingError> {
+        self.0
+            .ack_with(kind)
+            .await
+            .map_err(|err| MessagingError::Unavailable(format!("ack: {err}")))
+    }
+}
+
+#[async_trait]
+impl Acker for JetStreamAcker {
+    async fn ack(&self) -> Result<(), MessagingError> {
+        // Double ack: wait for the server to confirm, so "acked" really means
+        // the message will not come back.
+        self.0
+            .double_ack_with(AckKind::Ack)
+            .await
+            .map_err(|err| MessagingError::Unavailable(format!("ack: {err}")))
+    }
+
+    async fn nak(&self, delay: Duration) -> Result<(), MessagingError> {
+        self.send(AckKind::Nak(Some(delay))).await
+    }
+
+    async fn term(&self) -> Result<(), MessagingError> {
+        self.send(AckKind::Term).await
+    }
+
+    async fn in_progress(&self) -> Result<(), MessagingError> {
+        self.send(AckKind::Progress).await
+    }
+}

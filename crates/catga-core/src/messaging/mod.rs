@@ -1,0 +1,207 @@
+//! Durable messaging: publishing with deduplication ids, durable consumers with
+//! explicit acknowledgement, and the consumer loop every service runs.
+//!
+//! [`JetStreamBroker`] is the production transport; [`MemoryBroker`] backs the
+//! embedded single-process mode with the same delivery semantics (at least
+//! once, redelivery on nak, deduplication by message id).
+
+mod consumer;
+mod jetstream;
+mod memory;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+pub use consumer::{ConsumerOptions, HandleError, Handler, run_consumer};
+pub use jetstream::JetStreamBroker;
+pub use memory::MemoryBroker;
+
+use crate::contracts::streams;
+
+/// A messaging operation failed; all of these are transient.
+#[derive(Debug, thiserror::Error)]
+pub enum MessagingError {
+    #[error("message broker unavailable: {0}")]
+    Unavailable(String),
+    #[error("publish not acknowledged: {0}")]
+    Publish(String),
+    #[error("consumer setup failed: {0}")]
+    Consumer(String),
+}
+
+/// How a stream keeps messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    /// Removed once acknowledged: for commands with exactly one consumer.
+    WorkQueue,
+    /// Kept until `max_age`: for events any number of consumers may read.
+    Limits,
+}
+
+/// A stream of the topology.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamSpec {
+    pub name: &'static str,
+    pub subjects: &'static str,
+    pub retention: Retention,
+    pub max_age: Duration,
+}
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+/// Every stream the system uses; created on start-up when absent.
+pub const STREAMS: [StreamSpec; 3] = [
+    StreamSpec {
+        name: streams::ORDER_COMMANDS,
+        subjects: streams::ORDER_COMMANDS_SUBJECTS,
+        retention: Retention::WorkQueue,
+        max_age: Duration::from_secs(7 * 24 * 3600),
+    },
+    StreamSpec {
+        name: streams::ORDER_EVENTS,
+        subjects: streams::ORDER_EVENTS_SUBJECTS,
+        retention: Retention::Limits,
+        max_age: Duration::from_secs(7 * 24 * 3600),
+    },
+    StreamSpec {
+        name: streams::DEAD_LETTERS,
+        subjects: streams::DEAD_LETTERS_SUBJECTS,
+        retention: Retention::Limits,
+        max_age: Duration::from_secs(30 * DAY.as_secs()),
+    },
+];
+
+/// Publish-side deduplication window: a retried publish with the same
+/// `Nats-Msg-Id` inside it is stored once.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+/// A durable consumer.
+#[derive(Debug, Clone)]
+pub struct ConsumerSpec {
+    pub stream: &'static str,
+    pub durable: String,
+    /// Subject filter within the stream (`>` wildcard allowed at the end).
+    pub filter: &'static str,
+    pub max_deliver: i64,
+    pub ack_wait: Duration,
+    /// Messages handled concurrently by one replica.
+    pub max_in_flight: usize,
+}
+
+/// A message to publish.
+#[derive(Debug, Clone)]
+pub struct OutgoingMessage {
+    pub subject: String,
+    /// Deduplication id (`Nats-Msg-Id`).
+    pub msg_id: String,
+    pub headers: Vec<(String, String)>,
+    pub payload: Bytes,
+}
+
+impl OutgoingMessage {
+    pub fn new(subject: impl Into<String>, msg_id: impl Into<String>, payload: Bytes) -> Self {
+        Self {
+            subject: subject.into(),
+            msg_id: msg_id.into(),
+            headers: Vec::new(),
+            payload,
+        }
+    }
+
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+}
+
+/// Settles a delivery.
+#[async_trait]
+pub trait Acker: Send + Sync {
+    async fn ack(&self) -> Result<(), MessagingError>;
+    /// Asks for redelivery after `delay`.
+    async fn nak(&self, delay: Duration) -> Result<(), MessagingError>;
+    /// Stops redelivery for good.
+    async fn term(&self) -> Result<(), MessagingError>;
+    /// Extends the ack deadline of a message still being worked on.
+    async fn in_progress(&self) -> Result<(), MessagingError>;
+}
+
+/// A message received from a durable consumer.
+pub struct Delivery {
+    /// Unique identity of the stored message (stream and sequence).
+    pub id: String,
+    pub subject: String,
+    pub headers: Vec<(String, String)>,
+    pub payload: Bytes,
+    /// 1 on first delivery.
+    pub delivered: i64,
+    pub acker: Box<dyn Acker>,
+}
+
+impl Delivery {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("id", &self.id)
+            .field("subject", &self.subject)
+            .field("delivered", &self.delivered)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Publishes durably: `Ok` means the broker has stored the message.
+#[async_trait]
+pub trait Publisher: Send + Sync + 'static {
+    async fn publish(&self, message: OutgoingMessage) -> Result<(), MessagingError>;
+}
+
+/// A transport with durable consumers.
+#[async_trait]
+pub trait Broker: Publisher {
+    /// Creates the streams of [`STREAMS`] when absent. Safe to call from many
+    /// replicas at once.
+    async fn ensure_topology(&self) -> Result<(), MessagingError>;
+
+    /// Binds the durable consumer (creating it when absent) and streams its deliveries.
+    async fn subscribe(
+        &self,
+        spec: &ConsumerSpec,
+    ) -> Result<BoxStream<'static, Result<Delivery, MessagingError>>, MessagingError>;
+
+    /// Whether the transport is connected now.
+    fn is_connected(&self) -> bool;
+}
+
+/// Whether `subject` matches a filter with an optional trailing `>`.
+pub fn subject_matches(filter: &str, subject: &str) -> bool {
+    match filter.strip_suffix('>') {
+        Some(prefix) => subject.len() > prefix.len() && subject.starts_with(prefix),
+        None => filter == subject,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_filters() {
+        assert!(subject_matches("a.b.>", "a.b.c"));
+        assert!(subject_matches("a.b.>", "a.b.c.d"));
+        assert!(!subject_matches("a.b.>", "a.b."));
+        assert!(!subject_matches("a.b.>", "a.bc"));
+        assert!(subject_matches("a.b", "a.b"));
+        assert!(!subject_matches("a.b", "a.b.c"));
+    }
+}

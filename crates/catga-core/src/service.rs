@@ -1,0 +1,112 @@
+//! Start-up and shutdown steps every service shares.
+
+use std::{
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::Router;
+use tokio_util::sync::CancellationToken;
+
+use crate::{health::Health, messaging::Broker, telemetry};
+
+/// Retries `step` every second until it succeeds or `shutdown` fires. Start-up
+/// work that needs a dependency (creating streams, seeding the catalog) runs
+/// this way, so a service starts while NATS or Redis is still away.
+pub async fn retry_until_ok<F, Fut, E>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut step: F,
+) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    while !shutdown.is_cancelled() {
+        match step().await {
+            Ok(()) => return true,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot {what} yet; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return false,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Creates the streams (retrying until NATS answers), then sets `ready`.
+pub async fn ensure_topology(
+    broker: Arc<dyn Broker>,
+    ready: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    if retry_until_ok("set up streams", &shutdown, || broker.ensure_topology()).await {
+        ready.store(true, Ordering::Release);
+    }
+}
+
+/// A token that fires after `shutdown`, once readiness has turned 503: the
+/// service stops taking work only after load balancers stop sending it.
+pub fn drain_on(shutdown: &CancellationToken, health: &Health) -> CancellationToken {
+    let drain = CancellationToken::new();
+    let (fire, shutdown, health) = (drain.clone(), shutdown.clone(), health.clone());
+    tokio::spawn(async move {
+        shutdown.cancelled().await;
+        health.start_draining();
+        fire.cancel();
+    });
+    drain
+}
+
+/// Health and metrics endpoints: all the HTTP a consumer service serves.
+pub fn ops_router(health: Health, service: &'static str) -> Router {
+    crate::health::router(health)
+        .merge(telemetry::metrics_router())
+        .layer(axum::middleware::from_fn_with_state(
+            service,
+            telemetry::record_http_metrics,
+        ))
+}
+
+/// The `healthcheck` subcommand of every binary: asks the service on this host
+/// for readiness, for container health checks in images without curl. Exit
+/// status 0 when ready, 1 otherwise.
+pub async fn healthcheck(port: u16) -> std::process::ExitCode {
+    let url = format!("http://127.0.0.1:{port}/health/ready");
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+    {
+        Ok(client) => client,
+        Err(err) => {
+            eprintln!("healthcheck: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match client.get(&url).send().await {
+        Ok(response) if response.status().is_success() => std::process::ExitCode::SUCCESS,
+        Ok(response) => {
+            eprintln!("healthcheck: {url} answered {}", response.status());
+            std::process::ExitCode::FAILURE
+        }
+        Err(err) => {
+            // reqwest's own message is generic; the cause says what happened.
+            let mut message = err.without_url().to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                message = format!("{message}: {cause}");
+                source = cause.source();
+            }
+            eprintln!("healthcheck: {url}: {message}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! [`OrderStore`] in process memory, for the embedded mode and tests. A single
+//! mutex gives every operation the atomicity the Redis scripts have.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::{Applied, Effect, OrderStore, StoreError};
+use crate::{
+    contracts::{CancelOrder, PlaceOrder},
+    domain::{Order, OrderDraft, OrderId, OrderStatus, PricedItem, Product},
+};
+
+#[derive(Default)]
+struct State {
+    products: BTreeMap<String, Product>,
+    orders: BTreeMap<OrderId, Order>,
+    processed: HashMap<String, Effect>,
+}
+
+impl State {
+    fn insert_pending(&mut self, draft: &OrderDraft) {
+        self.orders.entry(draft.order_id).or_insert_with(|| {
+            Order::from_draft(
+                draft.clone(),
+                OrderStatus::Pending,
+                None,
+                OffsetDateTime::now_utc(),
+            )
+        });
+    }
+
+    /// Reserves every line or none; the reason names the first line that fails.
+    fn reserve(&mut self, items: &[PricedItem]) -> Result<(), String> {
+        for item in items {
+            match self.products.get(&item.product_id) {
+                None => return Err(format!("unknown product {}", item.product_id)),
+                Some(p) if p.stock < i64::from(item.quantity) => {
+                    return Err(format!(
+                        "insufficient stock for {}: requested {}, available {}",
+                        item.product_id, item.quantity, p.stock
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        self.adjust_stock(items, -1);
+        Ok(())
+    }
+
+    fn adjust_stock(&mut self, items: &[PricedItem], sign: i64) {
+        for item in items {
+            if let Some(product) = self.products.get_mut(&item.product_id) {
+                product.stock += sign * i64::from(item.quantity);
+            }
+        }
+    }
+
+    fn transition(&mut self, order_id: &OrderId, status: OrderStatus, reason: Option<String>) {
+        if let Some(order) = self.orders.get_mut(order_id) {
+            order.status = status;
+            order.reason = reason;
+            order.updated_at = OffsetDateTime::now_utc();
+        }
+    }
+}
+
+/// The in-memory store.
+#[derive(Clone, Default)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent data (every update is
+        // a few assignments), so a poisoned lock is still usable.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[async_trait]
+impl OrderStore for MemoryStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn ensure_catalog(&self, catalog: &[Product]) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if state.products.is_empty() {
+            for product in catalog {
+                state
+                    .products
+                    .insert(product.product_id.clone(), product.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn products(&self) -> Result<Vec<Product>, StoreError> {
+        Ok(self.lock().products.values().cloned().collect())
+    }
+
+    async fn products_by_id(&self, ids: &[&str]) -> Result<Vec<Option<Product>>, StoreError> {
+        let state = self.lock();
+        Ok(ids
+            .iter()
+            .map(|id| state.products.get(*id).cloned())
+            .collect())
+    }
+
+    async fn upsert_product(&self, product: &Product) -> Result<(), StoreError> {
+        self.lock()
+            .products
+            .insert(product.product_id.clone(), product.clone());
+        Ok(())
+    }
+
+    async fn create_pending(&self, draft: &OrderDraft) -> Result<(), StoreError> {
+        self.lock().insert_pending(draft);
+        Ok(())
+    }
+
+    async fn discard_pending(&self, order_id: &OrderId) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if state
+            .orders
+            .get(order_id)
+            .is_some_and(|o| o.status == OrderStatus::Pending)
+        {
+            state.orders.remove(order_id);
+        }
+        Ok(())
+    }
+
+    async fn order(&self, order_id: &OrderId) -> Result<Option<Order>, StoreError> {
+        Ok(self.lock().orders.get(order_id).cloned())
+    }
+
+    async fn list_orders(
+        &self,
+        limit: usize,
+        before: Option<&OrderId>,
+    ) -> Result<Vec<Order>, StoreError> {
+        let state = self.lock();
+        let range = match before {
+            Some(before) => state.orders.range(..*before),
+            None => state.orders.range(..),
+        };
+        Ok(range.rev().take(limit).map(|(_, o)| o.clone()).collect())
+    }
+
+    async fn apply_place(&self, command: &PlaceOrder) -> Result<Applied, StoreError> {
+        let mut state = self.lock();
+        if let Some(effect) = state.processed.get(&command.command_id) {
+            return Ok(Applied {
+                duplicate: true,
+                effect: effect.clone(),
+            });
+        }
+        state.insert_pending(&OrderDraft {
+            order_id: command.order_id,
+            customer_id: command.customer_id.clone(),
+            items: command.items.clone(),
+            total_amount: command.total_amount,
+            created_at: command.created_at,
+        });
+        let status = state
+            .orders
+            .get(&command.order_id)
+            .map_or(OrderStatus::Pending, |o| o.status);
+        let effect = if status != OrderStatus::Pending {
+            Effect::Unchanged { status }
+        } else {
+            let (status, reason) = match state.reserve(&command.items) {
+                Ok(()) => (OrderStatus::Confirmed, None),
+                Err(reason) => (OrderStatus::Rejected, Some(reason)),
+            };
+            state.transition(&command.order_id, status, reason.clone());
+            Effect::Transitioned { status, reason }
+        };
+        state
+            .processed
+            .insert(command.command_id.clone(), effect.clone());
+        Ok(Applied {
+            duplicate: false,
+            effect,
+        })
+    }
+
+    async fn apply_cancel(
+        &self,
+        command: &CancelOrder,
+        items: &[PricedItem],
+    ) -> Result<Option<Applied>, StoreError> {
+        let mut state = self.lock();
+        if let Some(effect) = state.processed.get(&command.command_id) {
+            return Ok(Some(Applied {
+                duplicate: true,
+                effect: effect.clone(),
+            }));
+        }
+        let Some(status) = state.orders.get(&command.order_id).map(|o| o.status) else {
+            return Ok(None);
+        };
+        let effect = if status.is_cancellable() {
+            if status == OrderStatus::Confirmed {
+                state.adjust_stock(items, 1);
+            }
+            state.transition(&command.order_id, OrderStatus::Cancelled, None);
+            Effect::Transitioned {
+                status: OrderStatus::Cancelled,
+                reason: None,
+            }
+        } else {
+            Effect::Unchanged { status }
+        };
+        state
+            .processed
+            .insert(command.command_id.clone(), effect.clone());
+        Ok(Some(Applied {
+            duplicate: false,
+            effect,
+        }))
+    }
+}

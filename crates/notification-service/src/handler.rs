@@ -1,0 +1,127 @@
+//! Handles order events: one notification per event id, whatever the number of
+//! deliveries or replicas.
+//!
+//! The event id is claimed in Redis with a lease before sending and marked
+//! done after. A replica that dies mid-send leaves a lease that runs out, so
+//! another replica resends with the same `Idempotency-Key` header, which lets
+//! the receiver drop the copy.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use catga_core::{
+    contracts::{OrderEvent, metrics as names, services, subjects},
+    idempotency::{Claim, IdempotencyStore, StoredResponse},
+    messaging::{Delivery, HandleError, Handler},
+};
+
+use crate::notifier::{Notifier, NotifyError};
+
+/// How long one replica may hold an event while sending it.
+const SEND_LEASE: Duration = Duration::from_secs(60);
+/// How long a sent event id is remembered: longer than the events stream keeps events.
+const SENT_TTL: Duration = Duration::from_secs(8 * 24 * 3600);
+
+pub struct EventHandler {
+    notifier: Notifier,
+    records: Arc<dyn IdempotencyStore>,
+}
+
+impl EventHandler {
+    pub fn new(notifier: Notifier, records: Arc<dyn IdempotencyStore>) -> Self {
+        Self { notifier, records }
+    }
+
+    fn count(&self, outcome: &'static str) {
+        metrics::counter!(names::NOTIFICATIONS, "service" => services::NOTIFICATION_SERVICE, "channel" => self.notifier.channel_name(), "outcome" => outcome)
+            .increment(1);
+    }
+}
+
+#[async_trait]
+impl Handler for EventHandler {
+    async fn handle(&self, delivery: &Delivery) -> Result<(), HandleError> {
+        if ![
+            subjects::ORDER_CONFIRMED,
+            subjects::ORDER_REJECTED,
+            subjects::ORDER_CANCELLED,
+        ]
+        .contains(&delivery.subject.as_str())
+        {
+            return Err(HandleError::Permanent(format!(
+                "unknown event type on subject {}",
+                delivery.subject
+            )));
+        }
+        let event: OrderEvent = serde_json::from_slice(&delivery.payload).map_err(|err| {
+            HandleError::Permanent(format!("undecodable {}: {err}", delivery.subject))
+        })?;
+        let claim = self
+            .records
+            .claim(
+                &event.event_id,
+                "event",
+                &event.event_id,
+                SEND_LEASE,
+                SENT_TTL,
+            )
+            .await
+            .map_err(|err| HandleError::Transient(err.to_string()))?;
+        match claim {
+            Claim::Completed(_) => {
+                metrics::counter!(names::IDEMPOTENCY_HITS, "service" => services::NOTIFICATION_SERVICE, "kind" => "event")
+                    .increment(1);
+                tracing::debug!(event_id = %event.event_id, "already notified");
+                return Ok(());
+            }
+            Claim::InFlight => {
+                return Err(HandleError::Transient(format!(
+                    "event {} is being sent by another replica",
+                    event.event_id
+                )));
+            }
+            Claim::Mismatch => {
+                return Err(HandleError::Permanent(format!(
+                    "event id {} reused for a different event",
+                    event.event_id
+                )));
+            }
+            Claim::Acquired { .. } => {}
+        }
+        match self.notifier.send(&event).await {
+            Ok(()) => {
+                self.count("sent");
+                let done = StoredResponse {
+                    status: 200,
+                    location: None,
+                    body: String::new(),
+                };
+                // If this fails the event may be sent again, with the same
+                // Idempotency-Key; the receiver deduplicates.
+                if let Err(err) = self
+                    .records
+                    .complete(&event.event_id, &done, SENT_TTL)
+                    .await
+                {
+                    tracing::warn!(event_id = %event.event_id, error = %err, "cannot record the notification as sent");
+                }
+                Ok(())
+            }
+            Err(err) => {
+                if let Err(release) = self.records.abandon(&event.event_id).await {
+                    tracing::warn!(event_id = %event.event_id, error = %release, "cannot release the notification lease; it expires by itself");
+                }
+                match err {
+                    NotifyError::Unavailable(_) => {
+                        self.count("retry");
+                        Err(HandleError::Transient(err.to_string()))
+                    }
+                    NotifyError::Refused(_) => {
+                        self.count("refused");
+                        Err(HandleError::Permanent(err.to_string()))
+                    }
+                }
+            }
+        }
+    }
+}

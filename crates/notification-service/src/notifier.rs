@@ -1,0 +1,107 @@
+//! Sends one notification: a log line, or an HTTP POST to the webhook with the
+//! event id as `Idempotency-Key`, retried with backoff.
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use catga_core::contracts::{OrderEvent, headers};
+
+use crate::config::Channel;
+
+/// Why a notification was not sent.
+#[derive(Debug, thiserror::Error)]
+pub enum NotifyError {
+    /// Worth retrying later (network error, 5xx, 408, 429).
+    #[error("webhook unavailable: {0}")]
+    Unavailable(String),
+    /// The receiver refused the notification for good (other 4xx).
+    #[error("webhook refused the notification: {0}")]
+    Refused(String),
+}
+
+/// Delivers notifications on one channel.
+#[derive(Clone)]
+pub struct Notifier {
+    channel: Channel,
+    client: reqwest::Client,
+}
+
+impl Notifier {
+    pub fn new(channel: Channel) -> Result<Self, NotifyError> {
+        let timeout = match &channel {
+            Channel::Webhook { timeout, .. } => *timeout,
+            Channel::Log => Duration::from_secs(10),
+        };
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .user_agent(concat!(
+                "catga-notification-service/",
+                env!("CARGO_PKG_VERSION")
+            ))
+            .build()
+            .map_err(|err| NotifyError::Unavailable(err.to_string()))?;
+        Ok(Self { channel, client })
+    }
+
+    /// The channel label for metrics.
+    pub fn channel_name(&self) -> &'static str {
+        match self.channel {
+            Channel::Log => "log",
+            Channel::Webhook { .. } => "webhook",
+        }
+    }
+
+    pub async fn send(&self, event: &OrderEvent) -> Result<(), NotifyError> {
+        match &self.channel {
+            Channel::Log => {
+                tracing::info!(
+                    target: "catga::notification",
+                    event_id = %event.event_id,
+                    order_id = %event.order_id,
+                    customer_id = %event.customer_id,
+                    status = %event.status,
+                    reason = event.reason.as_deref().unwrap_or(""),
+                    "notification: order {} is {}",
+                    event.order_id,
+                    event.status,
+                );
+                Ok(())
+            }
+            Channel::Webhook { url, .. } => {
+                let attempt = || self.post(url, event);
+                attempt
+                    .retry(
+                        ExponentialBuilder::default()
+                            .with_min_delay(Duration::from_millis(100))
+                            .with_max_delay(Duration::from_secs(2))
+                            .with_max_times(3)
+                            .with_jitter(),
+                    )
+                    .when(|err| matches!(err, NotifyError::Unavailable(_)))
+                    .await
+            }
+        }
+    }
+
+    async fn post(&self, url: &url::Url, event: &OrderEvent) -> Result<(), NotifyError> {
+        let response = self
+            .client
+            .post(url.clone())
+            .header(headers::IDEMPOTENCY_KEY, &event.event_id)
+            .json(event)
+            .send()
+            .await
+            .map_err(|err| NotifyError::Unavailable(err.without_url().to_string()))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else if status.is_server_error()
+            || status == reqwest::StatusCode::REQUEST_TIMEOUT
+            || status == reqwest::StatusCode::TOO_MANY_REQUESTS
+        {
+            Err(NotifyError::Unavailable(format!("status {status}")))
+        } else {
+            Err(NotifyError::Refused(format!("status {status}")))
+        }
+    }
+}

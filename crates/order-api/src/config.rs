@@ -1,0 +1,114 @@
+//! order-api settings.
+
+use std::fmt;
+
+use catga_core::config::{
+    CatgaSettings, CommonSettings, ConfigError, Env, NatsSettings, RedisSettings, keys,
+};
+use notification_service::Channel;
+
+pub const DEFAULT_PORT: u16 = 8080;
+/// The service name the deployment guide looks for in Jaeger.
+pub const DEFAULT_SERVICE_NAME: &str = "OrderApi";
+
+/// Where orders live and how commands travel.
+#[derive(Debug, Clone)]
+pub enum Mode {
+    /// No `NATS__Url`: everything in one process on the in-memory transport
+    /// and store. For trying the system out; nothing is persisted.
+    Embedded {
+        /// Notification channel of the embedded notification-service.
+        channel: Channel,
+    },
+    /// NATS JetStream and Redis. Never falls back to embedded.
+    Distributed {
+        nats: NatsSettings,
+        redis: RedisSettings,
+    },
+}
+
+/// The HS256 secret for admin tokens. Never printed.
+#[derive(Clone)]
+pub struct JwtSecret(String);
+
+impl JwtSecret {
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+}
+
+impl fmt::Debug for JwtSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JwtSecret(***)")
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub common: CommonSettings,
+    pub mode: Mode,
+    pub catga: CatgaSettings,
+    /// `None` disables `PUT /api/products/{id}`.
+    pub jwt_secret: Option<JwtSecret>,
+    pub max_body_bytes: usize,
+}
+
+impl Settings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let mode = match NatsSettings::from_env(env, false)? {
+            Some(nats) => Mode::Distributed {
+                nats,
+                redis: RedisSettings::from_env(env)?,
+            },
+            None => Mode::Embedded {
+                channel: Channel::from_env(env)?,
+            },
+        };
+        let jwt_secret = env.get(keys::JWT_SECRET).map(|s| JwtSecret(s.to_owned()));
+        if jwt_secret.as_ref().is_some_and(|s| s.0.len() < 32) {
+            return Err(ConfigError::new(
+                keys::JWT_SECRET,
+                "must be at least 32 characters (HS256 needs a 256-bit secret)",
+            ));
+        }
+        Ok(Self {
+            common: CommonSettings::from_env(env, DEFAULT_PORT, DEFAULT_SERVICE_NAME)?,
+            mode,
+            catga: CatgaSettings::from_env(env)?,
+            jwt_secret,
+            max_body_bytes: env.number_in(
+                keys::HTTP_MAX_BODY_BYTES,
+                64 * 1024,
+                1024..=16 * 1024 * 1024,
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_without_nats_and_never_otherwise() {
+        let settings = Settings::from_env(&Env::default()).expect("valid");
+        assert!(matches!(settings.mode, Mode::Embedded { .. }));
+        assert_eq!(settings.common.http_port, 8080);
+        assert_eq!(settings.common.service_name, "OrderApi");
+
+        let env = Env::from_pairs([("NATS__Url", "nats://127.0.0.1:4222")]);
+        let settings = Settings::from_env(&env).expect("valid");
+        assert!(matches!(settings.mode, Mode::Distributed { .. }));
+    }
+
+    #[test]
+    fn short_jwt_secret_is_refused_without_echoing_it() {
+        let env = Env::from_pairs([("Auth__JwtSecret", "tiny-secret")]);
+        let err = Settings::from_env(&env).expect_err("too short");
+        assert_eq!(err.setting, "Auth__JwtSecret");
+        assert!(!err.to_string().contains("tiny-secret"));
+        let env = Env::from_pairs([("Auth__JwtSecret", "x".repeat(32))]);
+        let settings = Settings::from_env(&env).expect("valid");
+        assert_eq!(format!("{:?}", settings.jwt_secret), "Some(JwtSecret(***))");
+    }
+}

@@ -1,0 +1,154 @@
+//! The HTTP API: the app factory, its state, and the mapping of store and
+//! messaging failures to problem documents.
+
+mod extract;
+pub mod openapi;
+mod orders;
+mod products;
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    http::StatusCode,
+    response::IntoResponse,
+    routing::{get, post, put},
+};
+use catga_core::{
+    contracts::services,
+    health::Health,
+    http::Problem,
+    idempotency::IdempotencyStore,
+    messaging::{MessagingError, Publisher},
+    store::{OrderStore, StoreError},
+    telemetry,
+};
+use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer, trace::TraceLayer};
+
+pub use orders::{CreateOrderRequest, OrderItemRequest, OrderPage};
+pub use products::{AdminClaims, ProductUpsert};
+
+/// Longest any request may take; the answer is then 503 with `Retry-After`.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an accepted command may wait for JetStream's acknowledgement
+/// before the client is told to retry. Well under the request timeout, so an
+/// outage answers 503 promptly instead of hanging.
+pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// Seconds a client should wait before retrying after a 503.
+pub const RETRY_AFTER_SECONDS: u32 = 2;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn OrderStore>,
+    pub publisher: Arc<dyn Publisher>,
+    /// `None` when `Catga__EnableIdempotency` is false: `Idempotency-Key` is ignored.
+    pub idempotency: Option<Arc<dyn IdempotencyStore>>,
+    pub idempotency_ttl: Duration,
+    /// `None` disables catalog administration.
+    pub jwt_key: Option<Arc<jsonwebtoken::DecodingKey>>,
+    pub max_body_bytes: usize,
+}
+
+/// The order-api application: API, OpenAPI document, health and metrics.
+pub fn app(state: AppState, health: Health) -> Router {
+    let max_body_bytes = state.max_body_bytes;
+    let api = Router::new()
+        .route("/api/orders", post(orders::create).get(orders::list))
+        .route("/api/orders/{order_id}", get(orders::get_one))
+        .route("/api/orders/{order_id}/cancel", post(orders::cancel))
+        .route("/api/products", get(products::list))
+        .route("/api/products/{product_id}", put(products::upsert))
+        .route("/api/openapi.json", get(openapi::document))
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body_bytes));
+    api.merge(catga_core::health::router(health))
+        .merge(telemetry::metrics_router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            services::ORDER_API,
+            telemetry::record_http_metrics,
+        ))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            )
+            .into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+}
+
+async fn not_found() -> Problem {
+    Problem::new(StatusCode::NOT_FOUND, "not-found", "No such resource")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed on this resource",
+    )
+}
+
+/// A dependency is away: the client should retry.
+pub(crate) fn unavailable(detail: impl Into<String>) -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "Temporarily unavailable",
+    )
+    .detail(detail)
+    .retry_after(RETRY_AFTER_SECONDS)
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        ApiError(match err {
+            StoreError::Unavailable(_) => {
+                tracing::warn!(error = %err, "store unavailable");
+                unavailable("the order store is unavailable; retry shortly")
+            }
+            StoreError::Corrupt(_) => {
+                tracing::error!(error = %err, "corrupt data in the store");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                )
+            }
+        })
+    }
+}
+
+impl From<MessagingError> for ApiError {
+    fn from(err: MessagingError) -> Self {
+        tracing::warn!(error = %err, "cannot publish");
+        ApiError(unavailable(
+            "the message broker is unavailable; retry shortly",
+        ))
+    }
+}
+
+/// A handler failure, always rendered as a problem document.
+#[derive(Debug)]
+pub struct ApiError(pub Problem);
+
+impl From<Problem> for ApiError {
+    fn from(problem: Problem) -> Self {
+        ApiError(problem)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        self.0.into_response()
+    }
+}

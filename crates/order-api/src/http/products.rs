@@ -1,0 +1,160 @@
+//! `/api/products`: the catalog, and its administration by admin tokens.
+
+use axum::{
+    Json,
+    extract::{FromRequestParts, Path, State},
+    http::{HeaderValue, StatusCode, header, request::Parts},
+    response::IntoResponse,
+};
+use catga_core::{
+    domain::{self, Product, limits},
+    http::Problem,
+};
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use utoipa::ToSchema;
+
+use super::{ApiError, AppState, extract::JsonBody};
+
+/// `PUT /api/products/{id}` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProductUpsert {
+    #[schema(example = "Mechanical Keyboard", min_length = 1, max_length = 200)]
+    pub name: String,
+    /// Exact decimal; a JSON number or string, at most 2 decimal places.
+    #[schema(value_type = f64, example = 19.99)]
+    pub unit_price: Decimal,
+    #[schema(minimum = 0)]
+    pub stock: i64,
+}
+
+/// Claims an admin token must carry.
+#[derive(Debug, Deserialize)]
+pub struct AdminClaims {
+    pub role: String,
+    #[serde(default)]
+    pub sub: Option<String>,
+}
+
+fn unauthorized(detail: &str) -> ApiError {
+    let mut problem = Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Authentication required",
+    )
+    .detail(detail.to_owned());
+    problem = problem.field("Authorization");
+    ApiError(problem)
+}
+
+/// A request authenticated with an HS256 bearer token whose `role` is `admin`.
+pub struct Admin(pub AdminClaims);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = axum::response::Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(key) = &state.jwt_key else {
+            return Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "Catalog administration is disabled on this deployment",
+            )
+            .into_response());
+        };
+        let challenge = |err: ApiError| {
+            let mut response = err.into_response();
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            response
+        };
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .ok_or_else(|| challenge(unauthorized("send Authorization: Bearer <token>")))?;
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp"]);
+        let claims = jsonwebtoken::decode::<AdminClaims>(token, key, &validation)
+            .map_err(|err| challenge(unauthorized(&format!("invalid token: {err}"))))?
+            .claims;
+        if claims.role != "admin" {
+            return Err(
+                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Admin role required")
+                    .into_response(),
+            );
+        }
+        Ok(Admin(claims))
+    }
+}
+
+/// The catalog.
+#[utoipa::path(
+    get,
+    path = "/api/products",
+    tag = "products",
+    responses(
+        (status = 200, description = "All products", body = Vec<Product>),
+        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Product>>, ApiError> {
+    Ok(Json(state.store.products().await?))
+}
+
+/// Creates or replaces a product. Requires an admin bearer token.
+#[utoipa::path(
+    put,
+    path = "/api/products/{product_id}",
+    tag = "products",
+    params(("product_id" = String, Path, description = "Product id")),
+    request_body = ProductUpsert,
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The stored product", body = Product),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "Token without the admin role", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Administration disabled (no Auth__JwtSecret)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid product", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn upsert(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    Path(product_id): Path<String>,
+    JsonBody { value: body, .. }: JsonBody<ProductUpsert>,
+) -> Result<Json<Product>, ApiError> {
+    let invalid = |err: domain::ValidationError| {
+        ApiError(
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-request",
+                "The request is not valid",
+            )
+            .detail(err.to_string())
+            .field(err.field()),
+        )
+    };
+    domain::validate_text("productId", &product_id, limits::MAX_ID_LEN).map_err(invalid)?;
+    domain::validate_product(&body.name, body.unit_price, body.stock).map_err(invalid)?;
+    let product = Product {
+        product_id,
+        name: body.name.trim().to_owned(),
+        unit_price: body.unit_price.normalize(),
+        stock: body.stock,
+    };
+    state.store.upsert_product(&product).await?;
+    tracing::info!(product_id = %product.product_id, admin = admin.sub.as_deref().unwrap_or("?"), "product upserted");
+    Ok(Json(product))
+}
