@@ -99,7 +99,8 @@ pub async fn healthcheck(port: u16) -> std::process::ExitCode {
         }
         Err(err) => {
             // reqwest's own message is generic; the cause says what happened.
-            let mut message = err.without_url().to_string();
+            let err = err.without_url();
+            let mut message = err.to_string();
             let mut source = std::error::Error::source(&err);
             while let Some(cause) = source {
                 message = format!("{message}: {cause}");
