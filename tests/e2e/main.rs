@@ -1,1 +1,10 @@
+//! End-to-end tests: real `nats-server` and `redis-server`, the three service
+//! binaries as processes (two order-service replicas), driven over HTTP.
+//!
+//! Run through `tests/run.sh`, which installs the servers and builds the
+//! binaries first.
 
+mod lifecycle;
+mod messaging;
+mod orders;
+mod validation;

@@ -44,6 +44,7 @@ pub fn init_logging(settings: &CommonSettings) {
     if installed.is_err() {
         tracing::debug!("log subscriber already installed");
     }
+    tracing::info!(service = %settings.service_name, version = env!("CARGO_PKG_VERSION"), "starting");
 }
 
 /// The process-wide Prometheus recorder, installed on first use.

@@ -141,3 +141,201 @@ impl Handler for CommandHandler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use async_trait::async_trait;
+    use catga_core::{
+        contracts::{CancelOrder, OrderEvent, PlaceOrder, subjects},
+        domain::{OrderId, OrderStatus, PricedItem, default_catalog},
+        messaging::{
+            Acker, Delivery, HandleError, Handler, MessagingError, OutgoingMessage, Publisher,
+        },
+        store::{MemoryStore, OrderStore},
+    };
+    use rust_decimal::Decimal;
+
+    use super::CommandHandler;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<OutgoingMessage>>);
+
+    #[async_trait]
+    impl Publisher for Recorder {
+        async fn publish(&self, message: OutgoingMessage) -> Result<(), MessagingError> {
+            self.0.lock().expect("lock").push(message);
+            Ok(())
+        }
+    }
+
+    struct NoAck;
+
+    #[async_trait]
+    impl Acker for NoAck {
+        async fn ack(&self) -> Result<(), MessagingError> {
+            Ok(())
+        }
+        async fn nak(&self, _: std::time::Duration) -> Result<(), MessagingError> {
+            Ok(())
+        }
+        async fn term(&self) -> Result<(), MessagingError> {
+            Ok(())
+        }
+        async fn in_progress(&self) -> Result<(), MessagingError> {
+            Ok(())
+        }
+    }
+
+    fn delivery(subject: &str, payload: Vec<u8>) -> Delivery {
+        Delivery {
+            id: "test:1".into(),
+            subject: subject.into(),
+            headers: Vec::new(),
+            payload: payload.into(),
+            delivered: 1,
+            acker: Box::new(NoAck),
+        }
+    }
+
+    fn place(order_id: OrderId, quantity: u32) -> PlaceOrder {
+        PlaceOrder {
+            command_id: format!("place:{order_id}"),
+            order_id,
+            customer_id: "c".into(),
+            items: vec![PricedItem {
+                product_id: "PROD-003".into(),
+                product_name: "USB-C Hub".into(),
+                quantity,
+                unit_price: Decimal::new(8900, 2),
+            }],
+            total_amount: Decimal::new(8900, 2) * Decimal::from(quantity),
+            created_at: time::OffsetDateTime::now_utc(),
+        }
+    }
+
+    async fn setup() -> (MemoryStore, Arc<Recorder>, CommandHandler) {
+        let store = MemoryStore::new();
+        store
+            .ensure_catalog(&default_catalog())
+            .await
+            .expect("seed");
+        let recorder = Arc::new(Recorder::default());
+        let handler = CommandHandler::new(Arc::new(store.clone()), recorder.clone());
+        (store, recorder, handler)
+    }
+
+    fn events(recorder: &Recorder) -> Vec<(String, OrderEvent)> {
+        recorder
+            .0
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|m| {
+                (
+                    m.msg_id.clone(),
+                    serde_json::from_slice(&m.payload).expect("event"),
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_command_republishes_the_same_event_and_reserves_once() {
+        let (store, recorder, handler) = setup().await;
+        let order_id = OrderId::new();
+        let payload = serde_json::to_vec(&place(order_id, 150)).expect("json");
+        for _ in 0..2 {
+            handler
+                .handle(&delivery(subjects::PLACE_ORDER, payload.clone()))
+                .await
+                .expect("handled");
+        }
+        let stock = store.products_by_id(&["PROD-003"]).await.expect("read")[0]
+            .as_ref()
+            .expect("exists")
+            .stock;
+        assert_eq!(stock, 50, "reserved once");
+        let published = events(&recorder);
+        assert_eq!(published.len(), 2);
+        assert_eq!(
+            published[0].0, published[1].0,
+            "same Nats-Msg-Id both times"
+        );
+        assert_eq!(published[0].0, format!("{order_id}:Confirmed"));
+        assert_eq!(published[0].1.status, OrderStatus::Confirmed);
+
+        // The next order cannot be served from the 50 left.
+        let second = OrderId::new();
+        let payload = serde_json::to_vec(&place(second, 51)).expect("json");
+        handler
+            .handle(&delivery(subjects::PLACE_ORDER, payload))
+            .await
+            .expect("handled");
+        let order = store.order(&second).await.expect("read").expect("exists");
+        assert_eq!(order.status, OrderStatus::Rejected);
+        assert!(
+            order
+                .reason
+                .as_deref()
+                .unwrap_or("")
+                .contains("insufficient stock")
+        );
+    }
+
+    #[tokio::test]
+    async fn cancelling_a_confirmed_order_releases_its_stock_once() {
+        let (store, recorder, handler) = setup().await;
+        let order_id = OrderId::new();
+        let payload = serde_json::to_vec(&place(order_id, 10)).expect("json");
+        handler
+            .handle(&delivery(subjects::PLACE_ORDER, payload))
+            .await
+            .expect("placed");
+        let cancel = serde_json::to_vec(&CancelOrder {
+            command_id: format!("cancel:{order_id}"),
+            order_id,
+        })
+        .expect("json");
+        for _ in 0..2 {
+            handler
+                .handle(&delivery(subjects::CANCEL_ORDER, cancel.clone()))
+                .await
+                .expect("cancelled");
+        }
+        let stock = store.products_by_id(&["PROD-003"]).await.expect("read")[0]
+            .as_ref()
+            .expect("exists")
+            .stock;
+        assert_eq!(stock, 200);
+        let last = events(&recorder).pop().expect("event");
+        assert_eq!(last.0, format!("{order_id}:Cancelled"));
+    }
+
+    #[tokio::test]
+    async fn poison_messages_are_permanent_failures() {
+        let (_, recorder, handler) = setup().await;
+        for (subject, payload) in [
+            (subjects::PLACE_ORDER, b"{not json".to_vec()),
+            ("catga.orders.commands.refund", b"{}".to_vec()),
+        ] {
+            let err = handler
+                .handle(&delivery(subject, payload))
+                .await
+                .expect_err("poison");
+            assert!(matches!(err, HandleError::Permanent(_)), "{err}");
+        }
+        let missing = serde_json::to_vec(&CancelOrder {
+            command_id: "cancel:x".into(),
+            order_id: OrderId::new(),
+        })
+        .expect("json");
+        let err = handler
+            .handle(&delivery(subjects::CANCEL_ORDER, missing))
+            .await
+            .expect_err("unknown order");
+        assert!(matches!(err, HandleError::Permanent(_)));
+        assert!(events(&recorder).is_empty());
+    }
+}

@@ -152,3 +152,6 @@ impl IntoResponse for ApiError {
         self.0.into_response()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,173 @@
+//! In-process tests of the router: no network, memory store and broker.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    body::Body,
+    http::{Method, Request, StatusCode},
+};
+use catga_core::{
+    domain::default_catalog,
+    health::Health,
+    idempotency::MemoryIdempotencyStore,
+    messaging::MemoryBroker,
+    store::{MemoryStore, OrderStore},
+};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::{AppState, app, openapi::ApiDoc};
+
+async fn test_app(idempotency: bool, jwt: bool) -> Router {
+    let store = MemoryStore::new();
+    store
+        .ensure_catalog(&default_catalog())
+        .await
+        .expect("seeded");
+    let state = AppState {
+        store: Arc::new(store),
+        publisher: Arc::new(MemoryBroker::new()),
+        idempotency: idempotency.then(|| {
+            Arc::new(MemoryIdempotencyStore::new())
+                as Arc<dyn catga_core::idempotency::IdempotencyStore>
+        }),
+        idempotency_ttl: Duration::from_secs(60),
+        jwt_key: jwt.then(|| {
+            Arc::new(
+                jsonwebtoken::DecodingKey::from_secret(b"0123456789abcdef0123456789abcdef")
+                    .expect("key"),
+            )
+        }),
+        max_body_bytes: 4096,
+    };
+    app(state, Health::new("order-api", Vec::new()))
+}
+
+async fn call(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, String, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let body = match body {
+        Some(body) => {
+            request = request.header("content-type", "application/json");
+            Body::from(body.to_string())
+        }
+        None => Body::empty(),
+    };
+    let response = app
+        .clone()
+        .oneshot(request.body(body).expect("request"))
+        .await
+        .expect("response");
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    (
+        status,
+        content_type,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn order() -> Value {
+    json!({"customerId": "c-1", "items": [{"productId": "PROD-001", "quantity": 1}]})
+}
+
+#[tokio::test]
+async fn every_documented_operation_is_routed() {
+    let app = test_app(true, true).await;
+    let doc = serde_json::to_value(<ApiDoc as utoipa::OpenApi>::openapi()).expect("json");
+    let paths = doc["paths"].as_object().expect("paths");
+    assert_eq!(paths.len(), 5);
+    let mut operations = 0;
+    for (path, item) in paths {
+        let concrete = path
+            .replace("{order_id}", "01a22681-80fb-74d7-90dc-d3c415b0c7a8")
+            .replace("{product_id}", "PROD-001");
+        for method in item.as_object().expect("item").keys() {
+            let method: Method = method.to_uppercase().parse().expect("method");
+            let (status, _, body) = call(&app, method.clone(), &concrete, None, &[]).await;
+            // The router's own fallbacks are the only "no such route" answers.
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "{method} {path}");
+            assert_ne!(body["title"], "No such resource", "{method} {path}");
+            operations += 1;
+        }
+    }
+    assert_eq!(operations, 6);
+    let (status, _, served) = call(&app, Method::GET, "/api/openapi.json", None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(served, doc);
+    assert_eq!(
+        served["openapi"].as_str().map(|v| v.starts_with('3')),
+        Some(true)
+    );
+}
+
+#[tokio::test]
+async fn accepted_orders_are_pending_and_readable() {
+    let app = test_app(true, false).await;
+    let (status, _, body) = call(&app, Method::POST, "/api/orders", Some(order()), &[]).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = body["orderId"].as_str().expect("id");
+    let (status, _, read) = call(&app, Method::GET, &format!("/api/orders/{id}"), None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(read["status"], "Pending");
+}
+
+#[tokio::test]
+async fn idempotency_can_be_switched_off() {
+    let app = test_app(false, false).await;
+    let key = [("idempotency-key", "k")];
+    let (_, _, a) = call(&app, Method::POST, "/api/orders", Some(order()), &key).await;
+    let (_, _, b) = call(&app, Method::POST, "/api/orders", Some(order()), &key).await;
+    assert_ne!(a["orderId"], b["orderId"]);
+}
+
+#[tokio::test]
+async fn catalog_administration_is_disabled_without_a_secret() {
+    let app = test_app(true, false).await;
+    let (status, content_type, _) = call(
+        &app,
+        Method::PUT,
+        "/api/products/X",
+        Some(json!({"name": "x", "unitPrice": 1, "stock": 1})),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(content_type, "application/problem+json");
+}
+
+#[tokio::test]
+async fn wrong_methods_and_health() {
+    let app = test_app(true, false).await;
+    let (status, content_type, _) = call(&app, Method::DELETE, "/api/orders", None, &[]).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(content_type, "application/problem+json");
+    for path in ["/health", "/health/live", "/health/ready"] {
+        let (status, _, body) = call(&app, Method::GET, path, None, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+        assert_eq!(body["service"], "order-api");
+    }
+    let (status, _, _) = call(&app, Method::GET, "/metrics", None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -1,0 +1,1 @@
+//! Placeholder until the manifests conformance test lands.
