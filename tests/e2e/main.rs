@@ -7,4 +7,5 @@
 mod lifecycle;
 mod messaging;
 mod orders;
+mod tracing;
 mod validation;

@@ -307,6 +307,7 @@ impl Redis {
 #[derive(Debug, Clone)]
 pub struct Received {
     pub idempotency_key: Option<String>,
+    pub traceparent: Option<String>,
     pub body: Value,
 }
 
@@ -383,6 +384,10 @@ async fn receive(
     state.received.push(Received {
         idempotency_key: headers
             .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        traceparent: headers
+            .get("traceparent")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
         body,
@@ -482,6 +487,11 @@ pub const JWT_SECRET: &str = "test-secret-that-is-long-enough-for-hs256";
 
 impl System {
     pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts the system with extra environment for every service.
+    pub async fn start_with(extra_env: &[(&str, &str)]) -> Self {
         let (nats, redis, webhook) =
             tokio::join!(Nats::start(), Redis::start(), WebhookReceiver::start());
         let logs = TempDir::new().expect("log dir");
@@ -495,6 +505,11 @@ impl System {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
+        .chain(
+            extra_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
         .collect();
         let (api, first, second, notifications) = tokio::join!(
             Service::start("order-api", &env, logs.path()),
@@ -694,4 +709,103 @@ pub fn admin_token(secret: &str, role: &str) -> String {
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).expect("key"),
     )
     .expect("token")
+}
+
+/// One span an OTLP receiver got.
+#[derive(Debug, Clone)]
+pub struct ReceivedSpan {
+    pub service: String,
+    pub name: String,
+    pub trace_id: String,
+    pub span_id: String,
+    /// Empty for a root span.
+    pub parent_span_id: String,
+}
+
+/// A real OTLP/HTTP trace receiver (`POST /v1/traces`, protobuf), decoding
+/// with the `opentelemetry-proto` definitions.
+#[derive(Clone)]
+pub struct OtlpReceiver {
+    pub endpoint: String,
+    spans: Arc<Mutex<Vec<ReceivedSpan>>>,
+}
+
+impl OtlpReceiver {
+    pub async fn start() -> Self {
+        let spans = Arc::new(Mutex::new(Vec::new()));
+        let app = Router::new()
+            .route("/v1/traces", post(receive_traces))
+            .with_state(Arc::clone(&spans));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind OTLP receiver");
+        let addr: SocketAddr = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Self {
+            endpoint: format!("http://{addr}"),
+            spans,
+        }
+    }
+
+    pub fn spans(&self) -> Vec<ReceivedSpan> {
+        self.spans.lock().expect("lock").clone()
+    }
+
+    pub fn trace(&self, trace_id: &str) -> Vec<ReceivedSpan> {
+        self.spans()
+            .into_iter()
+            .filter(|s| s.trace_id == trace_id)
+            .collect()
+    }
+}
+
+async fn receive_traces(
+    State(spans): State<Arc<Mutex<Vec<ReceivedSpan>>>>,
+    body: axum::body::Bytes,
+) -> (StatusCode, [(&'static str, &'static str); 1], Vec<u8>) {
+    use opentelemetry_proto::tonic::{
+        collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse},
+        common::v1::any_value::Value as AnyValue,
+    };
+    use prost::Message;
+
+    let protobuf = [("content-type", "application/x-protobuf")];
+    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+        return (StatusCode::BAD_REQUEST, protobuf, Vec::new());
+    };
+    let mut received = spans.lock().expect("lock");
+    for resource_spans in request.resource_spans {
+        let service = resource_spans
+            .resource
+            .iter()
+            .flat_map(|r| &r.attributes)
+            .find(|kv| kv.key == "service.name")
+            .and_then(|kv| match kv.value.as_ref()?.value.as_ref()? {
+                AnyValue::StringValue(name) => Some(name.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        for scope in resource_spans.scope_spans {
+            for span in scope.spans {
+                received.push(ReceivedSpan {
+                    service: service.clone(),
+                    name: span.name,
+                    trace_id: hex(&span.trace_id),
+                    span_id: hex(&span.span_id),
+                    parent_span_id: hex(&span.parent_span_id),
+                });
+            }
+        }
+    }
+    (
+        StatusCode::OK,
+        protobuf,
+        ExportTraceServiceResponse::default().encode_to_vec(),
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -156,6 +156,11 @@ pub mod keys {
     pub const OTEL_SERVICE_NAME: &str = "OpenTelemetry__ServiceName";
     pub const OTEL_SERVICE_NAME_STD: &str = "OTEL_SERVICE_NAME";
     pub const OTEL_JAEGER_ENDPOINT: &str = "OpenTelemetry__JaegerEndpoint";
+    pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+    pub const OTEL_EXPORTER_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+    pub const OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
+    pub const OTEL_SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
     pub const LOG_LEVEL: &str = "Logging__Level";
     pub const LOG_FORMAT: &str = "Logging__Format";
     pub const WEBHOOK_URL: &str = "Notification__WebhookUrl";
@@ -173,6 +178,83 @@ pub struct CommonSettings {
     /// How long a stopping service waits for in-flight work. Below Kubernetes'
     /// default 30 s termination grace, so the drain finishes before SIGKILL.
     pub shutdown_grace: Duration,
+    pub traces: TraceExport,
+    /// Warnings about accepted but outdated settings, logged once logging is up.
+    pub warnings: Vec<String>,
+}
+
+/// Where spans go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TraceExport {
+    /// No collector configured: spans still carry ids (in logs, propagated to
+    /// other services) but are not exported.
+    Off,
+    /// OTLP/HTTP (protobuf) to this traces URL.
+    Otlp { endpoint: String },
+    /// The standard `OTEL_EXPORTER_OTLP_*` variables, read by the exporter.
+    StandardEnv,
+}
+
+impl TraceExport {
+    /// Chooses the exporter: `OTEL_SDK_DISABLED`, then the standard
+    /// `OTEL_EXPORTER_OTLP_*` variables, then the guide's
+    /// `OpenTelemetry__JaegerEndpoint` mapped to Jaeger's OTLP/HTTP receiver.
+    fn from_env(env: &Env, warnings: &mut Vec<String>) -> Result<Self, ConfigError> {
+        if env.bool_or(keys::OTEL_SDK_DISABLED, false)? {
+            return Ok(TraceExport::Off);
+        }
+        for key in [
+            keys::OTEL_EXPORTER_OTLP_TRACES_PROTOCOL,
+            keys::OTEL_EXPORTER_OTLP_PROTOCOL,
+        ] {
+            if let Some(protocol) = env.get(key).filter(|p| *p != "http/protobuf") {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{protocol:?} is not supported; use http/protobuf (port 4318)"),
+                ));
+            }
+        }
+        if env
+            .get_any(&[
+                keys::OTEL_EXPORTER_OTLP_TRACES_ENDPOINT,
+                keys::OTEL_EXPORTER_OTLP_ENDPOINT,
+            ])
+            .is_some()
+        {
+            return Ok(TraceExport::StandardEnv);
+        }
+        let Some(raw) = env.get(keys::OTEL_JAEGER_ENDPOINT) else {
+            return Ok(TraceExport::Off);
+        };
+        let url = url::Url::parse(raw).map_err(|err| {
+            ConfigError::new(keys::OTEL_JAEGER_ENDPOINT, format!("not a URL: {err}"))
+        })?;
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| ConfigError::new(keys::OTEL_JAEGER_ENDPOINT, "the URL has no host"))?;
+        let scheme = url.scheme();
+        let endpoint = match url.port() {
+            Some(4318) | None if url.path().ends_with("/v1/traces") => raw.to_owned(),
+            Some(4318) => format!("{scheme}://{host}:4318/v1/traces"),
+            port => {
+                let endpoint = format!("{scheme}://{host}:4318/v1/traces");
+                let what = match port {
+                    Some(14268) => "is Jaeger's old Thrift collector port",
+                    Some(4317) => "is OTLP/gRPC, which this build does not speak",
+                    _ => "is not Jaeger's OTLP/HTTP port",
+                };
+                warnings.push(format!(
+                    "{}={raw} {what}; exporting to {endpoint} (Jaeger's OTLP/HTTP receiver) instead. \
+                     Set {}={endpoint} (or OTEL_EXPORTER_OTLP_ENDPOINT={scheme}://{host}:4318) to silence this warning",
+                    keys::OTEL_JAEGER_ENDPOINT,
+                    keys::OTEL_JAEGER_ENDPOINT,
+                ));
+                endpoint
+            }
+        };
+        Ok(TraceExport::Otlp { endpoint })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +287,8 @@ impl CommonSettings {
             .to_owned();
         tracing_subscriber::EnvFilter::try_new(&log_level)
             .map_err(|err| ConfigError::new(keys::LOG_LEVEL, err.to_string()))?;
+        let mut warnings = Vec::new();
+        let traces = TraceExport::from_env(env, &mut warnings)?;
         Ok(Self {
             http_port: env.number_in(keys::HTTP_PORT, default_port, 1..=u16::MAX)?,
             service_name: env
@@ -214,6 +298,8 @@ impl CommonSettings {
             log_level,
             log_format,
             shutdown_grace: env.seconds_in(keys::SHUTDOWN_GRACE_SECONDS, 20, 1..=3600)?,
+            traces,
+            warnings,
         })
     }
 }
@@ -575,6 +661,60 @@ mod tests {
             let err = NatsSettings::from_env(&env, false).expect_err(bad);
             assert_eq!(err.setting, "NATS__Url");
         }
+    }
+
+    #[test]
+    fn trace_export_honours_the_guide_and_the_standard() {
+        let common =
+            |pairs: Vec<(&str, &str)>| CommonSettings::from_env(&Env::from_pairs(pairs), 1, "s");
+        let guide = common(vec![(
+            "OpenTelemetry__JaegerEndpoint",
+            "http://jaeger-collector:14268",
+        )])
+        .expect("valid");
+        assert_eq!(
+            guide.traces,
+            TraceExport::Otlp {
+                endpoint: "http://jaeger-collector:4318/v1/traces".into()
+            }
+        );
+        assert_eq!(guide.warnings.len(), 1);
+        assert!(
+            guide.warnings[0].contains("Thrift"),
+            "{}",
+            guide.warnings[0]
+        );
+        let otlp = common(vec![(
+            "OpenTelemetry__JaegerEndpoint",
+            "http://jaeger:4318",
+        )])
+        .expect("valid");
+        assert_eq!(
+            otlp.traces,
+            TraceExport::Otlp {
+                endpoint: "http://jaeger:4318/v1/traces".into()
+            }
+        );
+        assert!(otlp.warnings.is_empty());
+        let standard = common(vec![
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OpenTelemetry__JaegerEndpoint", "http://jaeger:4318"),
+        ])
+        .expect("valid");
+        assert_eq!(standard.traces, TraceExport::StandardEnv);
+        assert_eq!(common(vec![]).expect("valid").traces, TraceExport::Off);
+        assert_eq!(
+            common(vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")])
+                .expect_err("grpc")
+                .setting,
+            "OTEL_EXPORTER_OTLP_PROTOCOL"
+        );
+        assert_eq!(
+            common(vec![("OpenTelemetry__JaegerEndpoint", "jaeger")])
+                .expect_err("bad")
+                .setting,
+            "OpenTelemetry__JaegerEndpoint"
+        );
     }
 
     #[test]

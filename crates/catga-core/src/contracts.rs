@@ -78,18 +78,37 @@ pub mod redis_keys {
     pub const NOTIFICATION_PREFIX: &str = "catga:idem:notify:";
 }
 
-/// Metric names exported on `/metrics`.
+/// Metric names exported on `/metrics`. Every series has a `service` label.
 pub mod metrics {
+    /// Counter `{service, kind=http|message, operation, outcome[, status]}`: HTTP
+    /// requests (operation = `METHOD /route/template`) and handled messages
+    /// (operation = `place`, `cancel`, `confirmed`, …).
     pub const REQUESTS_TOTAL: &str = "catga_requests_total";
+    /// Histogram in seconds `{service, kind, operation}`, same population as above.
     pub const REQUEST_DURATION: &str = "catga_request_duration";
+    /// Counter `{service, subject}`.
     pub const MESSAGES_PUBLISHED: &str = "catga_messages_published_total";
+    /// Counter `{service, outcome=success|dead_lettered|handed_back}`.
     pub const MESSAGES_PROCESSED: &str = "catga_messages_processed_total";
+    /// Counter `{service}`: deliveries after the first.
     pub const REDELIVERIES: &str = "catga_redeliveries_total";
+    /// Counter `{service}`.
     pub const DEAD_LETTERS: &str = "catga_dead_letters_total";
+    /// Counter `{service, kind=http|command|event}`: duplicates recognised.
     pub const IDEMPOTENCY_HITS: &str = "catga_idempotency_hits_total";
+    /// Counter `{service, status}`: accepted (`Pending`, order-api) and final
+    /// transitions (order-service).
     pub const ORDERS: &str = "catga_orders_total";
+    /// Counter `{service, channel=log|webhook, outcome=sent|retry|refused}`.
     pub const NOTIFICATIONS: &str = "catga_notifications_total";
+    /// Gauge `{service, consumer}`: messages not yet delivered to the durable consumer.
+    pub const CONSUMER_PENDING: &str = "catga_consumer_pending";
+    /// Gauge `{service, consumer}`: delivered, not yet acknowledged.
+    pub const CONSUMER_ACK_PENDING: &str = "catga_consumer_ack_pending";
+    /// Gauge `{service, dependency=nats|redis}`: 1 while usable.
     pub const DEPENDENCY_UP: &str = "catga_dependency_up";
+    /// Gauge `{service}`: 1 while the readiness probe would answer 200.
+    pub const READY: &str = "catga_ready";
 }
 
 /// Service names as they appear in the `service` metric label and in logs.

@@ -122,6 +122,7 @@ impl Health {
             ready &= up;
             results.insert(name, outcome.map_or_else(|err| err, |()| "ok".to_owned()));
         }
+        metrics::gauge!(names::READY, "service" => self.service).set(if ready { 1.0 } else { 0.0 });
         (ready, results)
     }
 }

@@ -118,6 +118,7 @@ impl RedisIdempotencyStore {
 
 #[async_trait]
 impl IdempotencyStore for RedisIdempotencyStore {
+    #[tracing::instrument(skip_all, fields(otel.name = "redis idempotency claim", otel.kind = "client", db.system.name = "redis"))]
     async fn claim(
         &self,
         key: &str,
@@ -145,6 +146,7 @@ impl IdempotencyStore for RedisIdempotencyStore {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(otel.name = "redis idempotency complete", otel.kind = "client", db.system.name = "redis"))]
     async fn complete(
         &self,
         key: &str,
@@ -162,6 +164,7 @@ impl IdempotencyStore for RedisIdempotencyStore {
         Ok(())
     }
 
+    #[tracing::instrument(skip_all, fields(otel.name = "redis idempotency abandon", otel.kind = "client", db.system.name = "redis"))]
     async fn abandon(&self, key: &str) -> Result<(), StoreError> {
         let _: i64 = redis::cmd("HSET")
             .arg(self.key(key))

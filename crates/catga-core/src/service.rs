@@ -12,7 +12,12 @@ use std::{
 use axum::Router;
 use tokio_util::sync::CancellationToken;
 
-use crate::{health::Health, messaging::Broker, telemetry};
+use crate::{
+    contracts::metrics as names,
+    health::Health,
+    messaging::{Broker, ConsumerSpec},
+    telemetry,
+};
 
 /// Retries `step` every second until it succeeds or `shutdown` fires. Start-up
 /// work that needs a dependency (creating streams, seeding the catalog) runs
@@ -74,6 +79,50 @@ pub fn ops_router(health: Health, service: &'static str) -> Router {
             service,
             telemetry::record_http_metrics,
         ))
+        .layer(telemetry::http_trace_layer())
+}
+
+/// How often gauges of dependency state and consumer lag are refreshed.
+const GAUGE_PERIOD: Duration = Duration::from_secs(5);
+
+/// Keeps the `catga_ready` and `catga_dependency_up` gauges current even when
+/// nobody probes, so alerts fire on a disconnected dependency.
+pub async fn watch_health(health: Health, shutdown: CancellationToken) {
+    let mut ticker = tokio::time::interval(GAUGE_PERIOD);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => { health.readiness().await; }
+        }
+    }
+}
+
+/// Publishes `catga_consumer_pending` and `catga_consumer_ack_pending` of a
+/// durable consumer (the lag the autoscaler and the alerts watch).
+pub async fn report_consumer_lag(
+    broker: Arc<dyn Broker>,
+    spec: ConsumerSpec,
+    service: &'static str,
+    shutdown: CancellationToken,
+) {
+    let mut ticker = tokio::time::interval(GAUGE_PERIOD);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match broker.consumer_lag(&spec).await {
+            Ok(Some((pending, ack_pending))) => {
+                let consumer = spec.durable.clone();
+                metrics::gauge!(names::CONSUMER_PENDING, "service" => service, "consumer" => consumer.clone())
+                    .set(pending as f64);
+                metrics::gauge!(names::CONSUMER_ACK_PENDING, "service" => service, "consumer" => consumer)
+                    .set(ack_pending as f64);
+            }
+            Ok(None) => return,
+            Err(err) => tracing::debug!(error = %err, "cannot read consumer lag"),
+        }
+    }
 }
 
 /// The `healthcheck` subcommand of every binary: asks the service on this host

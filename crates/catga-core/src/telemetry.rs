@@ -1,23 +1,38 @@
-//! Logs and metrics.
+//! Logs, traces and metrics.
 //!
-//! Logs are `tracing` events, as text or JSON (`Logging__Format`). Metrics go
-//! to one process-wide Prometheus recorder rendered on `/metrics`; every series
-//! carries a `service` label, so services embedded in one process stay apart.
+//! Logs are `tracing` events, as text or JSON (`Logging__Format`), carrying the
+//! trace and span ids of the request or message they belong to. Spans are
+//! OpenTelemetry spans exported over OTLP/HTTP by a background thread, so a
+//! slow or absent collector never delays a request. Trace context crosses
+//! service boundaries as W3C `traceparent`, in HTTP and in NATS headers.
+//! Metrics go to one process-wide Prometheus recorder rendered on `/metrics`;
+//! every series carries a `service` label, so services embedded in one process
+//! stay apart.
 
 use std::{sync::OnceLock, time::Instant};
 
 use axum::{
     Router,
     extract::{MatchedPath, Request, State},
+    http::HeaderMap,
     middleware::Next,
     response::{IntoResponse, Response},
     routing::get,
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use opentelemetry::{
+    KeyValue,
+    propagation::{Extractor, Injector, TextMapPropagator},
+    trace::{TraceContextExt, TracerProvider as _},
+};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::{Resource, propagation::TraceContextPropagator, trace::SdkTracerProvider};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::{
-    config::{CommonSettings, LogFormat},
+    config::{CommonSettings, LogFormat, TraceExport},
     contracts::metrics as names,
 };
 
@@ -26,25 +41,196 @@ const DURATION_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
-/// Installs the global log subscriber. Later calls (tests, embedded services) are no-ops.
-pub fn init_logging(settings: &CommonSettings) {
+/// Keeps the tracer provider alive; flushes pending spans when dropped.
+#[must_use = "dropping the guard shuts tracing down"]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(err) = provider.shutdown()
+        {
+            eprintln!("trace export shutdown: {err}");
+        }
+    }
+}
+
+fn tracer_provider(settings: &CommonSettings) -> (SdkTracerProvider, Option<String>) {
+    let resource = Resource::builder()
+        .with_service_name(settings.service_name.clone())
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")))
+        .build();
+    let builder = SdkTracerProvider::builder().with_resource(resource);
+    let exporter = match &settings.traces {
+        TraceExport::Off => None,
+        TraceExport::Otlp { endpoint } => Some(
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_endpoint(endpoint.clone())
+                .build(),
+        ),
+        TraceExport::StandardEnv => Some(
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .build(),
+        ),
+    };
+    match exporter {
+        None => (builder.build(), None),
+        Some(Ok(exporter)) => (builder.with_batch_exporter(exporter).build(), None),
+        Some(Err(err)) => (
+            builder.build(),
+            Some(format!(
+                "trace export disabled: cannot build the OTLP exporter: {err}"
+            )),
+        ),
+    }
+}
+
+/// Installs logging and tracing for the process. Later calls (tests, embedded
+/// services) keep the first installation.
+pub fn init(settings: &CommonSettings) -> TelemetryGuard {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    let (provider, exporter_error) = tracer_provider(settings);
+    let tracer = provider.tracer("catga");
     let filter = EnvFilter::try_new(&settings.log_level).unwrap_or_else(|_| EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
+    let otel = tracing_opentelemetry::layer().with_tracer(tracer);
+    let registry = tracing_subscriber::registry().with(filter).with(otel);
     let installed = match settings.log_format {
         LogFormat::Json => registry
             .with(
                 fmt::layer()
                     .json()
                     .flatten_event(true)
-                    .with_current_span(true),
+                    .with_current_span(true)
+                    .with_span_list(false),
             )
             .try_init(),
         LogFormat::Text => registry.with(fmt::layer()).try_init(),
     };
     if installed.is_err() {
         tracing::debug!("log subscriber already installed");
+        return TelemetryGuard { provider: None };
     }
-    tracing::info!(service = %settings.service_name, version = env!("CARGO_PKG_VERSION"), "starting");
+    opentelemetry::global::set_tracer_provider(provider.clone());
+    tracing::info!(service = %settings.service_name, version = env!("CARGO_PKG_VERSION"), traces = ?settings.traces, "starting");
+    for warning in settings.warnings.iter().chain(&exporter_error) {
+        tracing::warn!("{warning}");
+    }
+    TelemetryGuard {
+        provider: Some(provider),
+    }
+}
+
+/// Records the OpenTelemetry trace and span ids on `span` (fields `trace_id`
+/// and `span_id`, declared empty at creation), so every log line inside it
+/// can be found from the trace and the other way round.
+pub fn record_ids(span: &Span) {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    if span_context.is_valid() {
+        span.record("trace_id", tracing::field::display(span_context.trace_id()));
+        span.record("span_id", tracing::field::display(span_context.span_id()));
+    }
+}
+
+struct PairInjector<'a>(&'a mut Vec<(String, String)>);
+
+impl Injector for PairInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.retain(|(name, _)| !name.eq_ignore_ascii_case(key));
+        self.0.push((key.to_owned(), value));
+    }
+}
+
+struct PairExtractor<'a>(&'a [(String, String)]);
+
+impl Extractor for PairExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(key))
+            .map(|(_, value)| value.as_str())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(name, _)| name.as_str()).collect()
+    }
+}
+
+/// Writes the current span's context (`traceparent`) into message headers.
+pub fn inject_into_message(headers: &mut Vec<(String, String)>) {
+    let context = Span::current().context();
+    TraceContextPropagator::new().inject_context(&context, &mut PairInjector(headers));
+}
+
+/// Makes the context in message headers the parent of `span`.
+pub fn continue_from_message(span: &Span, headers: &[(String, String)]) {
+    let parent = TraceContextPropagator::new().extract(&PairExtractor(headers));
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// Writes the current span's context into outgoing HTTP headers.
+pub fn inject_into_http(headers: &mut HeaderMap) {
+    let context = Span::current().context();
+    TraceContextPropagator::new()
+        .inject_context(&context, &mut opentelemetry_http::HeaderInjector(headers));
+}
+
+/// The server span of an HTTP request, continuing an incoming `traceparent`.
+/// Named `METHOD /route/template`, what Jaeger lists as the operation.
+pub fn http_server_span(request: &axum::http::Request<axum::body::Body>) -> Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    let span = tracing::info_span!(
+        "http request",
+        otel.name = %format!("{} {route}", request.method()),
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        http.route = route,
+        url.path = request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    let parent = TraceContextPropagator::new()
+        .extract(&opentelemetry_http::HeaderExtractor(request.headers()));
+    if parent.span().span_context().is_valid() {
+        let _ = span.set_parent(parent);
+    }
+    record_ids(&span);
+    span
+}
+
+/// The trace layer every service's router wears.
+pub type HttpTraceLayer = tower_http::trace::TraceLayer<
+    tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>,
+    fn(&axum::http::Request<axum::body::Body>) -> Span,
+    (),
+    fn(&Response, std::time::Duration, &Span),
+>;
+
+/// A `tower_http` trace layer producing [`http_server_span`]s.
+pub fn http_trace_layer() -> HttpTraceLayer {
+    tower_http::trace::TraceLayer::new_for_http()
+        .make_span_with(http_server_span as fn(&axum::http::Request<axum::body::Body>) -> Span)
+        .on_request(())
+        .on_response(record_status as fn(&Response, std::time::Duration, &Span))
+}
+
+fn record_status(response: &Response, latency: std::time::Duration, span: &Span) {
+    span.record("http.response.status_code", response.status().as_u16());
+    tracing::debug!(
+        status = response.status().as_u16(),
+        latency_ms = latency.as_millis(),
+        "request finished"
+    );
 }
 
 /// The process-wide Prometheus recorder, installed on first use.

@@ -100,6 +100,14 @@ pub async fn run(
         topology_ready,
         shutdown.clone(),
     ));
+    tokio::spawn(service::watch_health(health.clone(), shutdown.clone()));
+    let spec = consumer_spec(&settings.nats);
+    tokio::spawn(service::report_consumer_lag(
+        broker.clone(),
+        spec.clone(),
+        services::NOTIFICATION_SERVICE,
+        shutdown.clone(),
+    ));
     let server_stop = CancellationToken::new();
     let server = tokio::spawn(catga_core::http::serve(
         listener,
@@ -112,7 +120,7 @@ pub async fn run(
         broker,
         records,
         notifier,
-        consumer_spec(&settings.nats),
+        spec,
         settings.common.shutdown_grace,
         service::drain_on(&shutdown, &health),
     )

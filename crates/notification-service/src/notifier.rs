@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
-use catga_core::contracts::{OrderEvent, headers};
+use catga_core::{
+    contracts::{OrderEvent, headers},
+    telemetry,
+};
 
 use crate::config::Channel;
 
@@ -83,10 +86,14 @@ impl Notifier {
         }
     }
 
+    #[tracing::instrument(skip_all, fields(otel.name = "POST webhook", otel.kind = "client", http.request.method = "POST", event_id = %event.event_id))]
     async fn post(&self, url: &url::Url, event: &OrderEvent) -> Result<(), NotifyError> {
+        let mut trace_headers = reqwest::header::HeaderMap::new();
+        telemetry::inject_into_http(&mut trace_headers);
         let response = self
             .client
             .post(url.clone())
+            .headers(trace_headers)
             .header(headers::IDEMPOTENCY_KEY, &event.event_id)
             .json(event)
             .send()

@@ -78,6 +78,7 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "order-api listening");
     }
+    tokio::spawn(service::watch_health(health.clone(), shutdown.clone()));
     let drain = service::drain_on(&shutdown, &health);
     catga_core::http::serve(listener, app(state, health), drain).await?;
     embedded_stop.cancel();

@@ -17,7 +17,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     if std::env::args().nth(1).as_deref() == Some("healthcheck") {
         return Ok(service::healthcheck(settings.common.http_port).await);
     }
-    telemetry::init_logging(&settings.common);
+    let _telemetry = telemetry::init(&settings.common);
     let listener = TcpListener::bind(("0.0.0.0", settings.common.http_port))
         .await
         .with_context(|| format!("cannot listen on port {}", settings.common.http_port))?;

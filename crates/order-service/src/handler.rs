@@ -112,6 +112,8 @@ impl CommandHandler {
             ))
             .await
             .map_err(|err| HandleError::Transient(err.to_string()))?;
+        metrics::counter!(names::MESSAGES_PUBLISHED, "service" => services::ORDER_SERVICE, "subject" => event.subject())
+            .increment(1);
         tracing::info!(%order_id, status = %status, duplicate = applied.duplicate, "order event published");
         Ok(())
     }
@@ -164,7 +166,7 @@ mod tests {
 
     #[async_trait]
     impl Publisher for Recorder {
-        async fn publish(&self, message: OutgoingMessage) -> Result<(), MessagingError> {
+        async fn send(&self, message: OutgoingMessage) -> Result<(), MessagingError> {
             self.0.lock().expect("lock").push(message);
             Ok(())
         }

@@ -99,6 +99,14 @@ pub async fn run(
         shutdown.clone(),
     ));
     tokio::spawn(seed_catalog(store.clone(), shutdown.clone()));
+    tokio::spawn(service::watch_health(health.clone(), shutdown.clone()));
+    let spec = consumer_spec(&settings.nats);
+    tokio::spawn(service::report_consumer_lag(
+        broker.clone(),
+        spec.clone(),
+        services::ORDER_SERVICE,
+        shutdown.clone(),
+    ));
 
     let server_stop = CancellationToken::new();
     let server = tokio::spawn(catga_core::http::serve(
@@ -111,7 +119,7 @@ pub async fn run(
     consume(
         broker,
         store,
-        consumer_spec(&settings.nats),
+        spec,
         settings.common.shutdown_grace,
         service::drain_on(&shutdown, &health),
     )

@@ -13,7 +13,12 @@ use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::{Broker, ConsumerSpec, Delivery, OutgoingMessage};
-use crate::contracts::{headers, metrics as names, subjects};
+use tracing::Instrument;
+
+use crate::{
+    contracts::{headers, metrics as names, subjects},
+    telemetry,
+};
 
 /// Why a message could not be handled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -162,6 +167,23 @@ impl Settled {
 
 impl Processing {
     async fn process(&self, delivery: Delivery) {
+        let span = tracing::info_span!(
+            "process",
+            otel.name = %format!("{} process", delivery.subject),
+            otel.kind = "consumer",
+            messaging.system = "nats",
+            messaging.destination.name = %delivery.subject,
+            messaging.message.id = %delivery.id,
+            messaging.delivery_count = delivery.delivered,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
+        );
+        telemetry::continue_from_message(&span, &delivery.headers);
+        telemetry::record_ids(&span);
+        self.process_in_span(delivery).instrument(span).await;
+    }
+
+    async fn process_in_span(&self, delivery: Delivery) {
         let started = Instant::now();
         if delivery.delivered > 1 {
             metrics::counter!(names::REDELIVERIES, "service" => self.service).increment(1);

@@ -69,7 +69,7 @@ impl JetStreamBroker {
 
 #[async_trait]
 impl Publisher for JetStreamBroker {
-    async fn publish(&self, message: OutgoingMessage) -> Result<(), MessagingError> {
+    async fn send(&self, message: OutgoingMessage) -> Result<(), MessagingError> {
         let mut header_map = HeaderMap::new();
         for (name, value) in &message.headers {
             header_map.insert(name.as_str(), value.as_str());
@@ -163,6 +163,25 @@ impl Broker for JetStreamBroker {
 
     fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    async fn consumer_lag(
+        &self,
+        spec: &ConsumerSpec,
+    ) -> Result<Option<(u64, u64)>, MessagingError> {
+        let stream = self
+            .context
+            .get_stream_no_info(spec.stream)
+            .await
+            .map_err(|err| MessagingError::Consumer(format!("stream {}: {err}", spec.stream)))?;
+        let info = stream
+            .consumer_info(&spec.durable)
+            .await
+            .map_err(|err| MessagingError::Consumer(format!("consumer {}: {err}", spec.durable)))?;
+        Ok(Some((
+            info.num_pending,
+            u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX),
+        )))
     }
 }
 

@@ -75,7 +75,7 @@ impl MemoryBroker {
 
 #[async_trait]
 impl Publisher for MemoryBroker {
-    async fn publish(&self, message: OutgoingMessage) -> Result<(), MessagingError> {
+    async fn send(&self, message: OutgoingMessage) -> Result<(), MessagingError> {
         let mut state = self.lock();
         let now = Instant::now();
         state
@@ -175,6 +175,10 @@ impl Broker for MemoryBroker {
 
     fn is_connected(&self) -> bool {
         true
+    }
+
+    async fn consumer_lag(&self, _: &ConsumerSpec) -> Result<Option<(u64, u64)>, MessagingError> {
+        Ok(None)
     }
 }
 

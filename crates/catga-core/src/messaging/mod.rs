@@ -14,6 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
+use tracing::Instrument;
 
 pub use consumer::{ConsumerOptions, HandleError, Handler, run_consumer};
 pub use jetstream::JetStreamBroker;
@@ -163,7 +164,31 @@ impl std::fmt::Debug for Delivery {
 /// Publishes durably: `Ok` means the broker has stored the message.
 #[async_trait]
 pub trait Publisher: Send + Sync + 'static {
-    async fn publish(&self, message: OutgoingMessage) -> Result<(), MessagingError>;
+    /// Stores `message` as it is. Transports implement this; callers use [`Publisher::publish`].
+    async fn send(&self, message: OutgoingMessage) -> Result<(), MessagingError>;
+
+    /// Publishes within a producer span whose context travels in the message
+    /// headers (`traceparent`), so the consumer's span continues the trace.
+    async fn publish(&self, mut message: OutgoingMessage) -> Result<(), MessagingError> {
+        let span = tracing::info_span!(
+            "publish",
+            otel.name = %format!("{} publish", message.subject),
+            otel.kind = "producer",
+            messaging.system = "nats",
+            messaging.destination.name = %message.subject,
+            messaging.message.id = %message.msg_id,
+        );
+        let sent = async {
+            crate::telemetry::inject_into_message(&mut message.headers);
+            self.send(message).await
+        }
+        .instrument(span)
+        .await;
+        if let Err(err) = &sent {
+            tracing::debug!(error = %err, "publish failed");
+        }
+        sent
+    }
 }
 
 /// A transport with durable consumers.
@@ -181,6 +206,11 @@ pub trait Broker: Publisher {
 
     /// Whether the transport is connected now.
     fn is_connected(&self) -> bool;
+
+    /// Messages waiting for the durable consumer and messages delivered but not
+    /// yet acknowledged; `None` where the transport cannot tell.
+    async fn consumer_lag(&self, spec: &ConsumerSpec)
+    -> Result<Option<(u64, u64)>, MessagingError>;
 }
 
 /// Whether `subject` matches a filter with an optional trailing `>`.

@@ -306,6 +306,7 @@ impl OrderStore for RedisStore {
         Ok(())
     }
 
+    #[tracing::instrument(skip_all, fields(otel.name = "redis ensure_catalog", otel.kind = "client", db.system.name = "redis"))]
     async fn ensure_catalog(&self, catalog: &[Product]) -> Result<(), StoreError> {
         let mut invocation = SEED_CATALOG.prepare_invoke();
         invocation
@@ -322,6 +323,7 @@ impl OrderStore for RedisStore {
         Ok(())
     }
 
+    #[tracing::instrument(skip_all, fields(otel.name = "redis products", otel.kind = "client", db.system.name = "redis"))]
     async fn products(&self) -> Result<Vec<Product>, StoreError> {
         Ok(self
             .run_products(None)
@@ -331,10 +333,12 @@ impl OrderStore for RedisStore {
             .collect())
     }
 
+    #[tracing::instrument(skip_all, fields(otel.name = "redis products_by_id", otel.kind = "client", db.system.name = "redis"))]
     async fn products_by_id(&self, ids: &[&str]) -> Result<Vec<Option<Product>>, StoreError> {
         self.run_products(Some(ids)).await
     }
 
+    #[tracing::instrument(skip_all, fields(otel.name = "redis upsert_product", otel.kind = "client", db.system.name = "redis"))]
     async fn upsert_product(&self, product: &Product) -> Result<(), StoreError> {
         let _: () = redis::pipe()
             .atomic()
@@ -354,6 +358,7 @@ impl OrderStore for RedisStore {
         Ok(())
     }
 
+    #[tracing::instrument(skip_all, fields(otel.name = "redis create_pending", otel.kind = "client", db.system.name = "redis"))]
     async fn create_pending(&self, draft: &OrderDraft) -> Result<(), StoreError> {
         let _: i64 = CREATE_PENDING
             .key(order_key(&draft.order_id))
@@ -366,6 +371,7 @@ impl OrderStore for RedisStore {
         Ok(())
     }
 
+    #[tracing::instrument(skip_all, fields(otel.name = "redis discard_pending", otel.kind = "client", db.system.name = "redis"))]
     async fn discard_pending(&self, order_id: &OrderId) -> Result<(), StoreError> {
         let _: i64 = DISCARD_PENDING
             .key(order_key(order_id))
@@ -376,6 +382,7 @@ impl OrderStore for RedisStore {
         Ok(())
     }
 
+    #[tracing::instrument(skip_all, fields(otel.name = "redis order", otel.kind = "client", db.system.name = "redis"))]
     async fn order(&self, order_id: &OrderId) -> Result<Option<Order>, StoreError> {
         let fields: (
             Option<String>,
@@ -390,6 +397,7 @@ impl OrderStore for RedisStore {
         order_from_fields([fields.0, fields.1, fields.2, fields.3])
     }
 
+    #[tracing::instrument(skip_all, fields(otel.name = "redis list_orders", otel.kind = "client", db.system.name = "redis"))]
     async fn list_orders(
         &self,
         limit: usize,
@@ -418,6 +426,7 @@ impl OrderStore for RedisStore {
         Ok(orders)
     }
 
+    #[tracing::instrument(skip_all, fields(otel.name = "redis apply_place", otel.kind = "client", db.system.name = "redis"))]
     async fn apply_place(&self, command: &PlaceOrder) -> Result<Applied, StoreError> {
         let draft = OrderDraft {
             order_id: command.order_id,
@@ -445,6 +454,7 @@ impl OrderStore for RedisStore {
         applied_from_reply(reply)
     }
 
+    #[tracing::instrument(skip_all, fields(otel.name = "redis apply_cancel", otel.kind = "client", db.system.name = "redis"))]
     async fn apply_cancel(
         &self,
         command: &CancelOrder,

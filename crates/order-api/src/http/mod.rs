@@ -24,7 +24,7 @@ use catga_core::{
     store::{OrderStore, StoreError},
     telemetry,
 };
-use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer, trace::TraceLayer};
+use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer};
 
 pub use orders::{CreateOrderRequest, OrderItemRequest, OrderPage};
 pub use products::{AdminClaims, ProductUpsert};
@@ -83,7 +83,7 @@ pub fn app(state: AppState, health: Health) -> Router {
             )
             .into_response()
         }))
-        .layer(TraceLayer::new_for_http())
+        .layer(telemetry::http_trace_layer())
 }
 
 async fn not_found() -> Problem {
