@@ -1,16 +1,22 @@
 #!/usr/bin/env bash
 # Runs the project's tests on a fresh machine: installs what they need
-# (nats-server and redis-server from Debian's packages), then checks
-# formatting and lints and runs unit, router and end-to-end tests.
+# (nats-server, redis-server and prometheus from Debian's packages; Python
+# validators into a virtualenv), then runs every suite.
 #
-#   tests/run.sh            every suite
-#   tests/run.sh rust       only the Rust suites (fmt, clippy, unit, e2e)
+#   tests/run.sh                 every suite
+#   tests/run.sh rust k8s        only the named suites
+#
+# Suites:
+#   rust           fmt, clippy, unit, router, end-to-end, tracing, Prometheus
+#                  and manifest-conformance tests (cargo test --workspace)
+#   observability  promtool checks and rule unit tests, dashboard JSON
+#   k8s            Kubernetes schema validation (strict), kustomize overlays, checkov
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 suites=("$@")
 if [ ${#suites[@]} -eq 0 ]; then
-    suites=(rust)
+    suites=(rust observability k8s)
 fi
 
 as_root() {
@@ -30,7 +36,7 @@ install_packages() {
 }
 
 run_rust() {
-    install_packages nats-server redis-server
+    install_packages nats-server redis-server prometheus
     echo "==> cargo fmt --check"
     cargo fmt --all -- --check
     echo "==> cargo clippy"
@@ -44,6 +50,8 @@ run_rust() {
 for suite in "${suites[@]}"; do
     case "$suite" in
         rust) run_rust ;;
-        *) echo "unknown suite: $suite (known: rust)" >&2; exit 2 ;;
+        observability) tests/observability/check.sh ;;
+        k8s) tests/k8s/validate.sh ;;
+        *) echo "unknown suite: $suite (known: rust observability k8s)" >&2; exit 2 ;;
     esac
 done

@@ -63,6 +63,13 @@ pub async fn run_consumer(
     options: ConsumerOptions,
     shutdown: CancellationToken,
 ) {
+    // Series exist from the start, so `increase()` also sees the first event.
+    metrics::counter!(names::DEAD_LETTERS, "service" => options.service).increment(0);
+    metrics::counter!(names::REDELIVERIES, "service" => options.service).increment(0);
+    for outcome in [Settled::Success, Settled::DeadLettered, Settled::HandedBack] {
+        metrics::counter!(names::MESSAGES_PROCESSED, "service" => options.service, "outcome" => outcome.as_str())
+            .increment(0);
+    }
     let slots = Arc::new(Semaphore::new(spec.max_in_flight.max(1)));
     // Cancelled when the grace period is over: stops in-place retries.
     let abandon = CancellationToken::new();
@@ -86,14 +93,20 @@ pub async fn run_consumer(
             while tasks.try_join_next().is_some() {}
             // Take a slot before pulling, so only what can be worked on is pulled.
             let slot = tokio::select! {
-                () = shutdown.cancelled() => break 'subscribe,
+                () = shutdown.cancelled() => {
+                    hand_back_buffered(&spec.durable, &mut deliveries).await;
+                    break 'subscribe;
+                }
                 slot = Arc::clone(&slots).acquire_owned() => match slot {
                     Ok(slot) => slot,
                     Err(_) => break 'subscribe,
                 },
             };
             let next = tokio::select! {
-                () = shutdown.cancelled() => break 'subscribe,
+                () = shutdown.cancelled() => {
+                    hand_back_buffered(&spec.durable, &mut deliveries).await;
+                    break 'subscribe;
+                }
                 next = deliveries.next() => next,
             };
             match next {
@@ -137,6 +150,34 @@ pub async fn run_consumer(
         while tasks.join_next().await.is_some() {}
     }
     tracing::info!(consumer = %spec.durable, "consumer stopped");
+}
+
+/// Gives back messages the client pulled but the loop never started, so a
+/// stopping replica leaves nothing waiting for the ack timeout.
+async fn hand_back_buffered(
+    consumer: &str,
+    deliveries: &mut futures::stream::BoxStream<'static, Result<Delivery, super::MessagingError>>,
+) {
+    const MAX_HAND_BACK: usize = 10_000;
+    let mut handed_back = 0;
+    while handed_back < MAX_HAND_BACK {
+        match tokio::time::timeout(Duration::from_millis(50), deliveries.next()).await {
+            Ok(Some(Ok(delivery))) => {
+                if let Err(err) = delivery.acker.nak(Duration::ZERO).await {
+                    tracing::debug!(message = %delivery.id, error = %err, "hand-back failed");
+                }
+                handed_back += 1;
+            }
+            _ => break,
+        }
+    }
+    if handed_back > 0 {
+        tracing::info!(
+            consumer,
+            handed_back,
+            "handed back messages pulled but not started"
+        );
+    }
 }
 
 struct Processing {

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Creates Secret catga-secrets in namespace catga-cluster with fresh random
+# values. The repository never holds a real secret: this is its only source.
+#
+#   k8s/tools/create-secrets.sh            create it (namespace too) unless it exists
+#   k8s/tools/create-secrets.sh --rotate   replace it (then: kubectl rollout restart ...)
+#   k8s/tools/create-secrets.sh --print    print the manifest instead (to seal or encrypt it)
+#
+# Keys: redis-password (REDIS_PASSWORD of Redis and the services), jwt-secret
+# (Auth__JwtSecret of order-api, >= 32 characters), grafana-admin-password.
+# Values may be given instead of generated: REDIS_PASSWORD=... JWT_SECRET=...
+# GRAFANA_ADMIN_PASSWORD=... (hex or other characters without quotes or spaces).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+mode="${1:-create}"
+random_hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }
+
+redis_password="${REDIS_PASSWORD:-$(random_hex 24)}"
+jwt_secret="${JWT_SECRET:-$(random_hex 32)}"
+grafana_password="${GRAFANA_ADMIN_PASSWORD:-$(random_hex 12)}"
+if ((${#jwt_secret} < 32)); then
+  echo "create-secrets.sh: JWT_SECRET must be at least 32 characters" >&2
+  exit 2
+fi
+
+manifest() {
+  kubectl create secret generic catga-secrets --namespace catga-cluster \
+    --from-literal=redis-password="$redis_password" \
+    --from-literal=jwt-secret="$jwt_secret" \
+    --from-literal=grafana-admin-password="$grafana_password" \
+    --dry-run=client -o yaml | sed '/^  creationTimestamp: null$/d'
+}
+
+case "$mode" in
+  --print)
+    manifest
+    ;;
+  --rotate)
+    kubectl apply -f "$here/../00-namespace.yml"
+    manifest | kubectl apply -f -
+    echo "rotated; restart the workloads: kubectl rollout restart statefulset/redis deployment -n catga-cluster"
+    ;;
+  create)
+    kubectl apply -f "$here/../00-namespace.yml"
+    if kubectl get secret catga-secrets --namespace catga-cluster >/dev/null 2>&1; then
+      echo "catga-secrets exists; left as is (use --rotate to replace it)"
+    else
+      manifest | kubectl create -f -
+      echo "created catga-secrets (Grafana admin password: kubectl get secret catga-secrets -n catga-cluster -o jsonpath='{.data.grafana-admin-password}' | base64 -d)"
+    fi
+    ;;
+  *)
+    echo "usage: $0 [--print|--rotate]" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,381 @@
+//! The services started as processes with the environment the manifests give
+//! them: cluster host names mapped to a local 3-node NATS JetStream cluster
+//! (the manifests ask for 3 stream replicas) and a password-protected Redis;
+//! secrets filled with test values. Each must turn ready on the readiness probe
+//! its manifest declares, answer its liveness probe and metrics path, and stop
+//! within its drain time on SIGTERM.
+
+use std::{
+    collections::BTreeMap,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use catga_core::config::{Env, keys};
+
+use crate::{
+    APPS, manifest_env,
+    model::{self, find, objects},
+    parse_settings, secret_value,
+};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn port_is_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("0.0.0.0", port)).is_ok()
+}
+
+fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(program))
+        .find(|p| p.is_file())
+}
+
+/// Child processes killed on drop, and a scratch directory removed on drop.
+struct Scratch {
+    dir: PathBuf,
+    children: Vec<(String, Child)>,
+}
+
+impl Scratch {
+    fn new() -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let dir =
+            std::env::temp_dir().join(format!("catga-manifests-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Self {
+            dir,
+            children: Vec::new(),
+        }
+    }
+
+    fn spawn(&mut self, name: &str, command: &mut Command) -> usize {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).expect("log file");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {name}: {err}"));
+        self.children.push((name.to_owned(), child));
+        self.children.len() - 1
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{name}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn wait_for_status(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + timeout;
+    let mut last = String::from("no answer");
+    while Instant::now() < deadline {
+        match client.get(url).send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => last = format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+            Err(err) => last = err.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(format!("{url}: not 2xx within {timeout:?}; last: {last}"))
+}
+
+/// The workspace binaries: target/<profile>/, next to this test's deps/.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` before this test",
+        path.display()
+    );
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_become_ready_with_the_manifest_environment() {
+    let (Some(nats_server), Some(redis_server)) = (on_path("nats-server"), on_path("redis-server"))
+    else {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED services_become_ready_with_the_manifest_environment: nats-server and redis-server must be on PATH (apt-get install nats-server redis-server) !!!!!!!!\n"
+        );
+        return;
+    };
+    let all = objects();
+    let binaries: Vec<PathBuf> = APPS.iter().map(|a| binary(a.service)).collect();
+    let mut scratch = Scratch::new();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("client");
+
+    // NATS: as many local nodes as the StatefulSet has pods, clustered like it.
+    let nats = find(&all, "StatefulSet", "nats");
+    let nodes =
+        usize::try_from(nats.spec()["replicas"].as_u64().expect("replicas")).expect("count");
+    let headless = nats.spec()["serviceName"]
+        .as_str()
+        .expect("serviceName")
+        .to_owned();
+    let client_port =
+        model::resolve_port(model::main_container(nats), &"client".into()).expect("client port");
+    let ports: Vec<(u16, u16, u16)> = (0..nodes)
+        .map(|_| (free_port(), free_port(), free_port()))
+        .collect();
+    let routes: Vec<String> = ports
+        .iter()
+        .map(|(_, r, _)| format!("nats-route://127.0.0.1:{r}"))
+        .collect();
+    let mut host_map: Vec<(String, String)> = Vec::new();
+    for (i, (client, route, monitor)) in ports.iter().enumerate() {
+        let config = format!(
+            "server_name: nats-{i}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
+             jetstream {{\n  store_dir: \"{}\"\n}}\n\
+             cluster {{\n  name: catga-test\n  listen: 127.0.0.1:{route}\n  routes: [{}]\n}}\n",
+            scratch.dir.join(format!("nats-{i}")).display(),
+            routes.join(", ")
+        );
+        let path = scratch.dir.join(format!("nats-{i}.conf"));
+        std::fs::write(&path, config).expect("nats config");
+        scratch.spawn(
+            &format!("nats-{i}"),
+            Command::new(&nats_server).arg("-c").arg(&path),
+        );
+        host_map.push((
+            format!(
+                "nats-{i}.{headless}.{}.svc.cluster.local:{client_port}",
+                model::NAMESPACE
+            ),
+            format!("127.0.0.1:{client}"),
+        ));
+    }
+    for (i, (_, _, monitor)) in ports.iter().enumerate() {
+        if let Err(err) = wait_for_status(
+            &client,
+            &format!("http://127.0.0.1:{monitor}/healthz"),
+            Duration::from_secs(60),
+        )
+        .await
+        {
+            panic!(
+                "local NATS cluster did not form: {err}\n{}",
+                scratch.log(&format!("nats-{i}"))
+            );
+        }
+    }
+
+    // Redis: one master, protected by the password the Secret would hold.
+    let redis_port = free_port();
+    let password = secret_value("redis-password");
+    scratch.spawn(
+        "redis",
+        Command::new(&redis_server)
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--requirepass",
+                &password,
+            ])
+            .arg("--port")
+            .arg(redis_port.to_string())
+            .arg("--dir")
+            .arg(&scratch.dir),
+    );
+    host_map.push((
+        "redis-master:6379".to_owned(),
+        format!("127.0.0.1:{redis_port}"),
+    ));
+    // Jaeger is not here: its Service names point at a closed port (the services
+    // must not depend on the trace collector to be ready).
+    let closed = free_port();
+    for service in all.iter().filter(|o| o.kind() == "Service") {
+        for p in service.spec()["ports"].as_array().into_iter().flatten() {
+            let port = p["port"].as_u64().expect("port");
+            host_map.push((
+                format!("{}:{port}", service.name()),
+                format!("127.0.0.1:{closed}"),
+            ));
+        }
+    }
+
+    // Start the three services.
+    struct Running {
+        service: &'static str,
+        index: usize,
+        port: u16,
+        ready: String,
+        live: String,
+        metrics: String,
+        grace: Duration,
+    }
+    let mut running = Vec::new();
+    for (app, bin) in APPS.iter().zip(&binaries) {
+        let deployment = find(&all, "Deployment", app.service);
+        let container = model::main_container(deployment);
+        let mut env: BTreeMap<String, String> = manifest_env(&all, app);
+        // Secrets: the Redis password must be the one the local Redis expects.
+        for (name, (_, key)) in model::env_of(container).secrets {
+            env.insert(name, secret_value(&key));
+        }
+        for value in env.values_mut() {
+            for (from, to) in &host_map {
+                if value.contains(from.as_str()) {
+                    *value = value.replace(from.as_str(), to);
+                }
+            }
+            assert!(
+                !value.contains(".svc.cluster.local"),
+                "unmapped cluster host in {value}"
+            );
+        }
+        let declared = parse_settings(app.service, &Env::from_pairs(env.clone())).http_port;
+        let port = if port_is_free(declared) {
+            declared
+        } else {
+            free_port()
+        };
+        env.insert(keys::HTTP_PORT.to_owned(), port.to_string());
+        let grace = parse_settings(app.service, &Env::from_pairs(env.clone())).shutdown_grace;
+        let probe_port = |probe: &str| {
+            model::resolve_port(container, &container[probe]["httpGet"]["port"])
+                .expect("probe port")
+        };
+        assert_eq!(
+            probe_port("readinessProbe"),
+            declared,
+            "the readiness probe targets the port the service listens on"
+        );
+        assert_eq!(probe_port("livenessProbe"), declared);
+        let path = |probe: &str| {
+            container[probe]["httpGet"]["path"]
+                .as_str()
+                .expect("path")
+                .to_owned()
+        };
+        let metrics = deployment.pod()["metadata"]["annotations"]["prometheus.io/path"]
+            .as_str()
+            .expect("metrics path")
+            .to_owned();
+        eprintln!(
+            "starting {} on port {port} with {} manifest variables",
+            app.service,
+            env.len()
+        );
+        let index = scratch.spawn(app.service, Command::new(bin).env_clear().envs(&env));
+        running.push(Running {
+            service: app.service,
+            index,
+            port,
+            ready: path("readinessProbe"),
+            live: path("livenessProbe"),
+            metrics,
+            grace,
+        });
+    }
+
+    for r in &running {
+        let url = format!("http://127.0.0.1:{}{}", r.port, r.ready);
+        if let Err(err) = wait_for_status(&client, &url, Duration::from_secs(90)).await {
+            panic!(
+                "{} never became ready on its manifest's readiness probe: {err}\n--- log ---\n{}",
+                r.service,
+                scratch.log(r.service)
+            );
+        }
+        for path in [&r.live, &r.metrics] {
+            let url = format!("http://127.0.0.1:{}{path}", r.port);
+            let response = client
+                .get(&url)
+                .send()
+                .await
+                .unwrap_or_else(|err| panic!("{url}: {err}"));
+            assert!(
+                response.status().is_success(),
+                "{url}: {}",
+                response.status()
+            );
+        }
+        let body = client
+            .get(format!("http://127.0.0.1:{}{}", r.port, r.metrics))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("body");
+        assert!(
+            body.contains("catga_"),
+            "{}: /metrics exports no catga_ series",
+            r.service
+        );
+        eprintln!(
+            "{}: ready on {}, live on {}, metrics on {}",
+            r.service, r.ready, r.live, r.metrics
+        );
+    }
+
+    // SIGTERM: each stops within its drain time (the manifests' grace period is longer).
+    for r in &running {
+        let pid = scratch.children[r.index].1.id();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+    for r in &running {
+        let deadline = Instant::now() + r.grace + Duration::from_secs(5);
+        let child = &mut scratch.children[r.index].1;
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not stop within {:?} of SIGTERM",
+                r.service,
+                r.grace
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert!(
+            status.success(),
+            "{} exited with {status}\n{}",
+            r.service,
+            scratch.log(r.service)
+        );
+    }
+}
