@@ -11,12 +11,14 @@
 #                  and manifest-conformance tests (cargo test --workspace)
 #   observability  promtool checks and rule unit tests, dashboard JSON
 #   k8s            Kubernetes schema validation (strict), kustomize overlays, checkov
+#   faults         the fault-injection suite: a 3-node NATS cluster, Redis with AOF,
+#                  replicas killed and restarted under load (CATGA_FAULT_ORDERS)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 suites=("$@")
 if [ ${#suites[@]} -eq 0 ]; then
-    suites=(rust observability k8s)
+    suites=(rust observability k8s faults)
 fi
 
 as_root() {
@@ -47,11 +49,19 @@ run_rust() {
     cargo test --workspace --locked
 }
 
+run_faults() {
+    install_packages nats-server redis-server
+    echo "==> fault-injection suite"
+    cargo build --workspace --bins --locked
+    cargo test -p catga-tests --test faults --locked -- --ignored --nocapture
+}
+
 for suite in "${suites[@]}"; do
     case "$suite" in
         rust) run_rust ;;
         observability) tests/observability/check.sh ;;
         k8s) tests/k8s/validate.sh ;;
-        *) echo "unknown suite: $suite (known: rust observability k8s)" >&2; exit 2 ;;
+        faults) run_faults ;;
+        *) echo "unknown suite: $suite (known: rust observability k8s faults)" >&2; exit 2 ;;
     esac
 done

@@ -612,7 +612,7 @@ async fn prometheus_scrapes_the_services_and_the_guide_queries_return_data() {
         HashMap::new(),
         dir.path(),
     );
-    let mut prometheus = Prometheus {
+    let prometheus = Prometheus {
         base: format!("http://127.0.0.1:{port}"),
         http: reqwest::Client::new(),
         process,

@@ -103,14 +103,15 @@ where
     }
 }
 
-/// A child process killed when dropped, with its output in a log file.
+/// A child process killed when dropped, with its output in a log file. It
+/// can be killed and started again (same command) through a shared reference.
 pub struct Process {
     name: String,
     program: PathBuf,
     args: Vec<String>,
     env: HashMap<String, String>,
     log: PathBuf,
-    child: Option<Child>,
+    child: Mutex<Option<Child>>,
 }
 
 impl Process {
@@ -121,19 +122,20 @@ impl Process {
         env: HashMap<String, String>,
         log_dir: &Path,
     ) -> Self {
-        let mut process = Self {
+        let process = Self {
             name: name.to_owned(),
             program,
             args,
             env,
             log: log_dir.join(format!("{name}.log")),
-            child: None,
+            child: Mutex::new(None),
         };
-        process.start();
+        process.start_again();
         process
     }
 
-    fn start(&mut self) {
+    /// Starts the command (again, after [`Process::kill`]).
+    pub fn start_again(&self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -150,16 +152,12 @@ impl Process {
             .stderr(err)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.program.display()));
-        self.child = Some(child);
+        *self.child.lock().expect("lock") = Some(child);
     }
 
-    pub fn pid(&self) -> i32 {
-        i32::try_from(self.child.as_ref().expect("running").id()).expect("pid fits")
-    }
-
-    /// SIGKILL, like a crashed node.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
+    /// SIGKILL, like a crashed node. Its files stay.
+    pub fn kill(&self) {
+        if let Some(mut child) = self.child.lock().expect("lock").take() {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -167,7 +165,7 @@ impl Process {
 
     /// SIGTERM, then waits for the exit status (at most `within`).
     pub async fn terminate(&mut self, within: Duration) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
+        let mut child = self.child.lock().expect("lock").take().expect("running");
         let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid fits"));
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
         let deadline = Instant::now() + within;
@@ -184,9 +182,9 @@ impl Process {
     }
 
     /// Starts the same command again (same ports, same data directory).
-    pub fn restart(&mut self) {
+    pub fn restart(&self) {
         self.kill();
-        self.start();
+        self.start_again();
     }
 
     pub fn logs(&self) -> String {
@@ -210,8 +208,16 @@ pub struct Server {
 impl Server {
     /// Starts `program` with the arguments `args(port, data_dir)` builds.
     pub async fn start(name: &str, args: impl FnOnce(u16, &Path) -> Vec<String>) -> Self {
+        Self::start_on(name, free_port(), args).await
+    }
+
+    /// Starts `program` on a chosen port.
+    pub async fn start_on(
+        name: &str,
+        port: u16,
+        args: impl FnOnce(u16, &Path) -> Vec<String>,
+    ) -> Self {
         let dir = TempDir::new().expect("temp dir");
-        let port = free_port();
         let process = Process::spawn(
             name,
             program(name),
@@ -267,6 +273,69 @@ impl Nats {
     /// A JetStream client for tests that inspect or inject messages.
     pub async fn jetstream(&self) -> async_nats::jetstream::Context {
         let client = async_nats::connect(self.url())
+            .await
+            .expect("connect to NATS");
+        async_nats::jetstream::new(client)
+    }
+}
+
+/// A JetStream cluster of `nats-server` nodes routed on loopback.
+pub struct NatsCluster {
+    pub nodes: Vec<Server>,
+}
+
+impl NatsCluster {
+    pub async fn start(size: usize) -> Self {
+        let client_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let route_ports: Vec<u16> = (0..size).map(|_| free_port()).collect();
+        let routes = route_ports
+            .iter()
+            .map(|p| format!("nats://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let nodes = futures::future::join_all((0..size).map(|i| {
+            let routes = routes.clone();
+            let route_port = route_ports[i];
+            Server::start_on("nats-server", client_ports[i], move |port, dir| {
+                let store = dir.join("jetstream").display().to_string();
+                strings(&[
+                    "-js",
+                    "-a",
+                    "127.0.0.1",
+                    "-p",
+                    &port.to_string(),
+                    "-sd",
+                    &store,
+                    "-n",
+                    &format!("node{i}"),
+                    "--cluster_name",
+                    "catga",
+                    "--cluster",
+                    &format!("nats://127.0.0.1:{route_port}"),
+                    "--routes",
+                    &routes,
+                ])
+            })
+        }))
+        .await;
+        Self { nodes }
+    }
+
+    /// `NATS__Url`: every node, comma-separated.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("nats://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// A JetStream client connected to the cluster.
+    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+        let servers: Vec<String> = self.urls().split(',').map(str::to_owned).collect();
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connect(servers)
             .await
             .expect("connect to NATS");
         async_nats::jetstream::new(client)
@@ -581,30 +650,21 @@ impl Api {
     pub fn new(base: String) -> Self {
         Self {
             base,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .expect("HTTP client"),
         }
     }
 
-    async fn reply(response: reqwest::Response) -> Reply {
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let bytes = response.bytes().await.expect("body");
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            body,
-        }
-    }
-
-    /// Sends a raw request.
-    pub async fn send(
+    /// Sends a raw request; `Err` when no answer came (refused, reset, timed out).
+    pub async fn try_send(
         &self,
         method: reqwest::Method,
         path: &str,
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
-    ) -> Reply {
+    ) -> Result<Reply, reqwest::Error> {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         for (name, value) in headers {
             request = request.header(*name, *value);
@@ -612,7 +672,29 @@ impl Api {
         if let Some(body) = body {
             request = request.body(body);
         }
-        Self::reply(request.send().await.expect("request sent")).await
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await?;
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+
+    /// Sends a raw request that must be answered.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Reply {
+        self.try_send(method, path, headers, body)
+            .await
+            .expect("request answered")
     }
 
     pub async fn post_json(&self, path: &str, body: &Value, headers: &[(&str, &str)]) -> Reply {
