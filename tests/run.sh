@@ -51,8 +51,8 @@ run_rust() {
 
 run_faults() {
     install_packages nats-server redis-server
-    echo "==> fault-injection suite"
-    cargo build --workspace --bins --locked
+    echo "==> fault-injection suite (binaries with failpoints compiled in)"
+    cargo build --workspace --bins --locked --features catga-core/failpoints
     cargo test -p catga-tests --test faults --locked -- --ignored --nocapture
 }
 

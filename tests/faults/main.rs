@@ -8,8 +8,12 @@
 //! process and injects poison and duplicate messages. A checker then compares,
 //! order by order, what was answered with what happened.
 //!
-//! Slow: run with `tests/run.sh faults` (or `cargo test -p catga-tests --test
-//! faults -- --ignored --nocapture`). `CATGA_FAULT_ORDERS` sets the load.
+//! On top of the kills, failpoints crash message handling between its steps
+//! at random (after the effect is stored, before the ack, after a webhook
+//! send), so every gap the guarantees cover is hit many times per run.
+//!
+//! Slow: run with `tests/run.sh faults`, which builds the binaries with
+//! `--features catga-core/failpoints` first. `CATGA_FAULT_ORDERS` sets the load.
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -30,6 +34,14 @@ use tokio::sync::RwLock;
 /// orders are rejected), one that nearly does, one with plenty.
 const PRODUCTS: [(&str, i64); 3] = [("FAULT-A", 400), ("FAULT-B", 900), ("FAULT-C", 100_000)];
 const WORKERS: usize = 12;
+/// Crashes injected into message handling (`fail` crate syntax).
+const FAILPOINTS: &str =
+    "catga::after-apply=2%panic;catga::before-ack=2%panic;catga::after-send=2%panic";
+const FAILPOINT_NAMES: [&str; 3] = [
+    "catga::after-apply",
+    "catga::before-ack",
+    "catga::after-send",
+];
 
 /// An order a client got `202` for.
 #[derive(Debug, Clone)]
@@ -67,6 +79,7 @@ impl Cluster {
             Redis::start(),
             WebhookReceiver::start()
         );
+        nats.wait_for_jetstream().await;
         let logs = tempfile::TempDir::new().expect("log dir");
         let env: HashMap<String, String> = [
             ("NATS__Url", nats.urls()),
@@ -78,6 +91,8 @@ impl Cluster {
             ("Redis__Configuration", redis.configuration()),
             ("Auth__JwtSecret", JWT_SECRET.to_owned()),
             ("Notification__WebhookUrl", webhook.url.clone()),
+            ("Notification__WebhookTimeoutSeconds", "2".to_owned()),
+            ("FAILPOINTS", FAILPOINTS.to_owned()),
             ("Logging__Level", "info".to_owned()),
         ]
         .into_iter()
@@ -140,7 +155,7 @@ impl Cluster {
 /// (or giving up after a minute, as a client would).
 async fn place_with_retries(cluster: &Cluster, index: usize, tally: &Mutex<Tally>) {
     let product = PRODUCTS[index % PRODUCTS.len()].0;
-    let quantity = u32::try_from(index % 3 + 1).expect("small");
+    let quantity = u32::try_from(index / 3 % 3 + 1).expect("small");
     let customer = format!("fault-customer-{index}");
     let key = format!("fault-order-{index}");
     let body = order_body(&customer, &[(product, quantity)]);
@@ -627,6 +642,21 @@ async fn no_accepted_order_is_lost_or_doubled_under_faults() {
         }
     }
 
+    // The failpoints really fired (the binaries were built with them).
+    let mut crashes: BTreeMap<&str, usize> = BTreeMap::new();
+    for entry in std::fs::read_dir(cluster.logs.path())
+        .expect("log dir")
+        .flatten()
+    {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        for name in FAILPOINT_NAMES {
+            *crashes.entry(name).or_default() += text
+                .lines()
+                .filter(|l| l.contains(&format!("failpoint {name} panic")))
+                .count();
+        }
+    }
+
     let redeliveries: f64 = {
         let services = cluster.order_services.read().await;
         catga_tests::metric_total(&services, "catga_redeliveries_total{").await
@@ -655,6 +685,7 @@ async fn no_accepted_order_is_lost_or_doubled_under_faults() {
     println!("  redeliveries (current order-service replicas): {redeliveries}");
     println!("  poison injected:         {poison}, dead-lettered with reason: {poison_found}");
     println!("  unsettled at the end:    {unsettled:?}");
+    println!("  injected crashes:        {crashes:?}");
     println!("  duplicate publishes:     {duplicates}");
 
     assert!(
@@ -672,5 +703,13 @@ async fn no_accepted_order_is_lost_or_doubled_under_faults() {
     assert!(
         poison_found >= poison,
         "poison messages missing from the dead-letter stream"
+    );
+    assert!(
+        unsettled.is_empty(),
+        "messages left unsettled: {unsettled:?}"
+    );
+    assert!(
+        crashes.values().all(|n| *n > 0),
+        "failpoints did not fire: build with --features catga-core/failpoints ({crashes:?})"
     );
 }

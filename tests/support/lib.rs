@@ -330,6 +330,28 @@ impl NatsCluster {
             .join(",")
     }
 
+    /// Waits until the cluster has elected a JetStream meta leader and
+    /// answers account requests (a fresh cluster needs a few seconds).
+    pub async fn wait_for_jetstream(&self) {
+        let js = self.jetstream().await;
+        eventually("the JetStream cluster", Duration::from_secs(60), || async {
+            // Any JetStream API answer (here: "no such stream") means the
+            // cluster has a meta leader; a timeout means it has not yet.
+            match js.get_stream("CATGA_READINESS_PROBE").await {
+                Ok(_) => Some(()),
+                Err(err) => match err.kind() {
+                    async_nats::jetstream::context::GetStreamErrorKind::JetStream(e)
+                        if e.code() == 404 =>
+                    {
+                        Some(())
+                    }
+                    _ => None,
+                },
+            }
+        })
+        .await;
+    }
+
     /// A JetStream client connected to the cluster.
     pub async fn jetstream(&self) -> async_nats::jetstream::Context {
         let servers: Vec<String> = self.urls().split(',').map(str::to_owned).collect();
@@ -481,7 +503,7 @@ impl Service {
     /// Starts `name` with `env` (plus its own `Http__Port`) and waits until ready.
     pub async fn start(name: &'static str, env: &HashMap<String, String>, log_dir: &Path) -> Self {
         let service = Self::spawn(name, env, log_dir);
-        service.wait_ready(Duration::from_secs(20)).await;
+        service.wait_ready(Duration::from_secs(40)).await;
         service
     }
 

@@ -21,3 +21,14 @@ pub mod store;
 pub mod telemetry;
 
 pub use tokio_util::sync::CancellationToken;
+
+/// Activates the fault-injection points named in `FAILPOINTS` when built with
+/// the `failpoints` feature (tests only); otherwise does nothing.
+pub fn failpoints() -> Option<fail::FailScenario<'static>> {
+    if cfg!(feature = "failpoints") {
+        tracing::warn!(failpoints = ?std::env::var("FAILPOINTS").ok(), "fault injection enabled");
+        Some(fail::FailScenario::setup())
+    } else {
+        None
+    }
+}

@@ -214,6 +214,9 @@ pub type HttpTraceLayer = tower_http::trace::TraceLayer<
     fn(&axum::http::Request<axum::body::Body>) -> Span,
     (),
     fn(&Response, std::time::Duration, &Span),
+    (),
+    (),
+    (),
 >;
 
 /// A `tower_http` trace layer producing [`http_server_span`]s.
@@ -222,6 +225,10 @@ pub fn http_trace_layer() -> HttpTraceLayer {
         .make_span_with(http_server_span as fn(&axum::http::Request<axum::body::Body>) -> Span)
         .on_request(())
         .on_response(record_status as fn(&Response, std::time::Duration, &Span))
+        // The status is on the span; a 503 readiness answer is not an error to log.
+        .on_body_chunk(())
+        .on_eos(())
+        .on_failure(())
 }
 
 fn record_status(response: &Response, latency: std::time::Duration, span: &Span) {

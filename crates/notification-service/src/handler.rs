@@ -17,8 +17,8 @@ use catga_core::{
 
 use crate::notifier::{Notifier, NotifyError};
 
-/// How long one replica may hold an event while sending it.
-const SEND_LEASE: Duration = Duration::from_secs(60);
+/// Margin of the send lease over the longest a send can take.
+const SEND_LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// How long a sent event id is remembered: longer than the events stream keeps events.
 const SENT_TTL: Duration = Duration::from_secs(8 * 24 * 3600);
 
@@ -62,7 +62,7 @@ impl Handler for EventHandler {
                 &event.event_id,
                 "event",
                 &event.event_id,
-                SEND_LEASE,
+                self.notifier.worst_case_send_time() + SEND_LEASE_MARGIN,
                 SENT_TTL,
             )
             .await
@@ -90,6 +90,8 @@ impl Handler for EventHandler {
         }
         match self.notifier.send(&event).await {
             Ok(()) => {
+                // A crash after sending and before recording it as sent.
+                fail::fail_point!("catga::after-send");
                 self.count("sent");
                 let done = StoredResponse {
                     status: 200,

@@ -11,6 +11,10 @@ use catga_core::{
 
 use crate::config::Channel;
 
+/// Retries of a failed webhook request within one delivery.
+const WEBHOOK_RETRIES: usize = 3;
+const WEBHOOK_MAX_BACKOFF: Duration = Duration::from_secs(2);
+
 /// Why a notification was not sent.
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
@@ -54,6 +58,18 @@ impl Notifier {
         }
     }
 
+    /// The longest one [`Notifier::send`] can take: every attempt timing out,
+    /// plus the pauses between them.
+    pub fn worst_case_send_time(&self) -> Duration {
+        match &self.channel {
+            Channel::Log => Duration::from_secs(1),
+            Channel::Webhook { timeout, .. } => {
+                let attempts = u32::try_from(WEBHOOK_RETRIES + 1).unwrap_or(u32::MAX);
+                *timeout * attempts + WEBHOOK_MAX_BACKOFF * (attempts - 1)
+            }
+        }
+    }
+
     pub async fn send(&self, event: &OrderEvent) -> Result<(), NotifyError> {
         match &self.channel {
             Channel::Log => {
@@ -76,8 +92,8 @@ impl Notifier {
                     .retry(
                         ExponentialBuilder::default()
                             .with_min_delay(Duration::from_millis(100))
-                            .with_max_delay(Duration::from_secs(2))
-                            .with_max_times(3)
+                            .with_max_delay(WEBHOOK_MAX_BACKOFF)
+                            .with_max_times(WEBHOOK_RETRIES)
                             .with_jitter(),
                     )
                     .when(|err| matches!(err, NotifyError::Unavailable(_)))

@@ -33,6 +33,8 @@ impl CommandHandler {
             .apply_place(&command)
             .await
             .map_err(store_error)?;
+        // A crash after the effect is stored and before its event is published.
+        fail::fail_point!("catga::after-apply");
         self.record(&applied);
         self.publish_effect(&applied, &command.order_id.to_string(), || OrderEvent {
             event_id: String::new(),
@@ -63,6 +65,7 @@ impl CommandHandler {
             .ok_or_else(|| {
                 HandleError::Permanent(format!("order {} does not exist", command.order_id))
             })?;
+        fail::fail_point!("catga::after-apply");
         self.record(&applied);
         self.publish_effect(&applied, &command.order_id.to_string(), || OrderEvent {
             event_id: String::new(),

@@ -18,6 +18,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         return Ok(service::healthcheck(settings.common.http_port).await);
     }
     let _telemetry = telemetry::init(&settings.common);
+    let _failpoints = catga_core::failpoints();
     let listener = TcpListener::bind(("0.0.0.0", settings.common.http_port))
         .await
         .with_context(|| format!("cannot listen on port {}", settings.common.http_port))?;

@@ -259,6 +259,8 @@ impl Processing {
         loop {
             match self.handler.handle(delivery).await {
                 Ok(()) => {
+                    // A crash between the effect and its acknowledgement.
+                    fail::fail_point!("catga::before-ack");
                     // A lost ack only means a redelivery, which the handler's
                     // idempotency absorbs.
                     if let Err(err) = delivery.acker.ack().await {
