@@ -394,6 +394,18 @@ impl Redis {
     }
 }
 
+/// Serves `app` on a free loopback port for the rest of the test.
+pub async fn serve_on_loopback(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
 /// One request the webhook receiver got.
 #[derive(Debug, Clone)]
 pub struct Received {
@@ -423,13 +435,7 @@ impl WebhookReceiver {
         let app = Router::new()
             .route("/hooks/orders", post(receive))
             .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind webhook receiver");
-        let addr: SocketAddr = listener.local_addr().expect("address");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = serve_on_loopback(app).await;
         Self {
             url: format!("http://{addr}/hooks/orders"),
             state,
@@ -840,13 +846,7 @@ impl OtlpReceiver {
         let app = Router::new()
             .route("/v1/traces", post(receive_traces))
             .with_state(Arc::clone(&spans));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind OTLP receiver");
-        let addr: SocketAddr = listener.local_addr().expect("address");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let addr = serve_on_loopback(app).await;
         Self {
             endpoint: format!("http://{addr}"),
             spans,

@@ -356,13 +356,6 @@ pub fn validate_product(
     Ok(())
 }
 
-/// What applying a place-order command decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub status: OrderStatus,
-    pub reason: Option<String>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

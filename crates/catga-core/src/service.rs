@@ -160,3 +160,142 @@ pub async fn healthcheck(port: u16) -> std::process::ExitCode {
         }
     }
 }
+
+/// A failure that stops a service.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Messaging(#[from] crate::messaging::MessagingError),
+    #[error("HTTP server: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// A distributed service's connections and readiness. Opening them starts
+/// the background start-up work: creating the streams once NATS answers, and
+/// refreshing the dependency gauges.
+pub struct Connections {
+    pub broker: Arc<dyn Broker>,
+    pub redis: redis::aio::ConnectionManager,
+    pub store: Arc<dyn crate::store::OrderStore>,
+    pub health: Health,
+}
+
+impl Connections {
+    /// Connects in the background (never fails for a dependency that is away).
+    pub async fn open(
+        service: &'static str,
+        nats: &crate::config::NatsSettings,
+        redis: &crate::config::RedisSettings,
+        shutdown: &CancellationToken,
+    ) -> Result<Self, ServiceError> {
+        let broker: Arc<dyn Broker> =
+            Arc::new(crate::messaging::JetStreamBroker::connect(nats, service).await?);
+        let redis_conn = crate::store::connect_redis(redis)?;
+        let store: Arc<dyn crate::store::OrderStore> =
+            Arc::new(crate::store::RedisStore::new(redis_conn.clone()));
+        let topology_ready = Arc::new(AtomicBool::new(false));
+        let health = Health::new(
+            service,
+            vec![
+                Box::new(crate::health::BrokerCheck {
+                    broker: broker.clone(),
+                    topology_ready: topology_ready.clone(),
+                }),
+                Box::new(crate::health::StoreCheck {
+                    store: store.clone(),
+                }),
+            ],
+        );
+        tokio::spawn(ensure_topology(
+            broker.clone(),
+            topology_ready,
+            shutdown.clone(),
+        ));
+        tokio::spawn(watch_health(health.clone(), shutdown.clone()));
+        tracing::info!(nats = ?nats.servers, redis = %redis, "{service} started");
+        Ok(Self {
+            broker,
+            redis: redis_conn,
+            store,
+            health,
+        })
+    }
+}
+
+/// Runs a consumer service: health and metrics on `listener`, consumer-lag
+/// gauges, and `consume` (given the token that fires once readiness has turned
+/// 503) until it has drained; then stops the HTTP server.
+pub async fn serve_while_consuming<F>(
+    service: &'static str,
+    listener: tokio::net::TcpListener,
+    connections: &Connections,
+    spec: ConsumerSpec,
+    shutdown: CancellationToken,
+    consume: impl FnOnce(ConsumerSpec, CancellationToken) -> F,
+) -> Result<(), ServiceError>
+where
+    F: Future<Output = ()>,
+{
+    tokio::spawn(report_consumer_lag(
+        connections.broker.clone(),
+        spec.clone(),
+        service,
+        shutdown.clone(),
+    ));
+    let server_stop = CancellationToken::new();
+    let server = tokio::spawn(crate::http::serve(
+        listener,
+        ops_router(connections.health.clone(), service),
+        server_stop.clone(),
+    ));
+    consume(spec, drain_on(&shutdown, &connections.health)).await;
+    server_stop.cancel();
+    server
+        .await
+        .map_err(|err| std::io::Error::other(err.to_string()))??;
+    tracing::info!("{service} stopped");
+    Ok(())
+}
+
+/// The whole `main` of a service binary: read settings (a bad one prints one
+/// line naming it and exits 2), answer the `healthcheck` subcommand, set up
+/// telemetry and fault injection, bind the port, run until SIGTERM/Ctrl-C.
+pub async fn main<S, E>(
+    binary: &str,
+    read: fn(&crate::config::Env) -> Result<S, crate::config::ConfigError>,
+    common: fn(&S) -> &crate::config::CommonSettings,
+    run: impl AsyncFnOnce(S, tokio::net::TcpListener, CancellationToken) -> Result<(), E>,
+) -> std::process::ExitCode
+where
+    E: std::fmt::Display,
+{
+    let settings = match read(&crate::config::Env::from_process()) {
+        Ok(settings) => settings,
+        Err(err) => {
+            eprintln!("{binary}: {err}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let port = common(&settings).http_port;
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        return healthcheck(port).await;
+    }
+    let _telemetry = telemetry::init(common(&settings));
+    let _failpoints = crate::failpoints();
+    let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            tracing::error!(port, error = %err, "cannot listen");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match run(settings, listener, crate::shutdown::on_signals()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = %err, "{binary} failed");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -5,20 +5,15 @@ pub mod config;
 pub mod handler;
 pub mod notifier;
 
-use std::{
-    sync::{Arc, atomic::AtomicBool},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use catga_core::{
     CancellationToken,
     config::NatsSettings,
     contracts::{consumers, redis_keys, services, streams},
-    health::{BrokerCheck, Health, ReadinessCheck},
     idempotency::{IdempotencyStore, RedisIdempotencyStore},
-    messaging::{Broker, ConsumerOptions, ConsumerSpec, JetStreamBroker, run_consumer},
-    service,
-    store::{RedisStore, connect_redis},
+    messaging::{Broker, ConsumerOptions, ConsumerSpec, run_consumer},
+    service::{self, Connections, ServiceError},
 };
 use tokio::net::TcpListener;
 
@@ -29,16 +24,13 @@ pub use notifier::Notifier;
 /// Events one replica works on at once.
 pub const MAX_IN_FLIGHT: usize = 32;
 
+/// A failure that stops the service.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Store(#[from] catga_core::store::StoreError),
-    #[error(transparent)]
-    Messaging(#[from] catga_core::messaging::MessagingError),
+    Service(#[from] ServiceError),
     #[error(transparent)]
     Notify(#[from] notifier::NotifyError),
-    #[error("HTTP server: {0}")]
-    Http(#[from] std::io::Error),
 }
 
 /// The durable consumer notification-service binds.
@@ -77,58 +69,28 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let notifier = Notifier::new(settings.channel.clone())?;
-    let broker: Arc<dyn Broker> =
-        Arc::new(JetStreamBroker::connect(&settings.nats, services::NOTIFICATION_SERVICE).await?);
-    let redis = connect_redis(&settings.redis)?;
+    let connections = Connections::open(
+        services::NOTIFICATION_SERVICE,
+        &settings.nats,
+        &settings.redis,
+        &shutdown,
+    )
+    .await?;
+    tracing::info!(channel = notifier.channel_name(), "notifying");
     let records: Arc<dyn IdempotencyStore> = Arc::new(RedisIdempotencyStore::new(
-        redis.clone(),
+        connections.redis.clone(),
         redis_keys::NOTIFICATION_PREFIX,
     ));
-    let topology_ready = Arc::new(AtomicBool::new(false));
-    let checks: Vec<Box<dyn ReadinessCheck>> = vec![
-        Box::new(BrokerCheck {
-            broker: broker.clone(),
-            topology_ready: topology_ready.clone(),
-        }),
-        Box::new(catga_core::health::StoreCheck {
-            store: Arc::new(RedisStore::new(redis)),
-        }),
-    ];
-    let health = Health::new(services::NOTIFICATION_SERVICE, checks);
-    tokio::spawn(service::ensure_topology(
-        broker.clone(),
-        topology_ready,
-        shutdown.clone(),
-    ));
-    tokio::spawn(service::watch_health(health.clone(), shutdown.clone()));
-    let spec = consumer_spec(&settings.nats);
-    tokio::spawn(service::report_consumer_lag(
-        broker.clone(),
-        spec.clone(),
+    let broker = connections.broker.clone();
+    let grace = settings.common.shutdown_grace;
+    service::serve_while_consuming(
         services::NOTIFICATION_SERVICE,
-        shutdown.clone(),
-    ));
-    let server_stop = CancellationToken::new();
-    let server = tokio::spawn(catga_core::http::serve(
         listener,
-        service::ops_router(health.clone(), services::NOTIFICATION_SERVICE),
-        server_stop.clone(),
-    ));
-    tracing::info!(nats = ?settings.nats.servers, redis = %settings.redis, channel = notifier.channel_name(), "notification-service started");
-
-    consume(
-        broker,
-        records,
-        notifier,
-        spec,
-        settings.common.shutdown_grace,
-        service::drain_on(&shutdown, &health),
+        &connections,
+        consumer_spec(&settings.nats),
+        shutdown,
+        |spec, drain| consume(broker, records, notifier, spec, grace, drain),
     )
-    .await;
-    server_stop.cancel();
-    server
-        .await
-        .map_err(|err| std::io::Error::other(err.to_string()))??;
-    tracing::info!("notification-service stopped");
+    .await?;
     Ok(())
 }

@@ -1,27 +1,12 @@
-use std::process::ExitCode;
-
-use anyhow::Context;
-use catga_core::{config::Env, service, shutdown, telemetry};
-use notification_service::Settings;
-use tokio::net::TcpListener;
+//! The notification-service binary; the service itself is the `notification_service` library.
 
 #[tokio::main]
-async fn main() -> anyhow::Result<ExitCode> {
-    let settings = match Settings::from_env(&Env::from_process()) {
-        Ok(settings) => settings,
-        Err(err) => {
-            eprintln!("notification-service: {err}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
-        return Ok(service::healthcheck(settings.common.http_port).await);
-    }
-    let _telemetry = telemetry::init(&settings.common);
-    let _failpoints = catga_core::failpoints();
-    let listener = TcpListener::bind(("0.0.0.0", settings.common.http_port))
-        .await
-        .with_context(|| format!("cannot listen on port {}", settings.common.http_port))?;
-    notification_service::run(settings, listener, shutdown::on_signals()).await?;
-    Ok(ExitCode::SUCCESS)
+async fn main() -> std::process::ExitCode {
+    catga_core::service::main(
+        "notification-service",
+        notification_service::Settings::from_env,
+        |settings| &settings.common,
+        notification_service::run,
+    )
+    .await
 }

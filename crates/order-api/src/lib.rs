@@ -8,36 +8,45 @@
 pub mod config;
 pub mod http;
 
-use std::sync::{Arc, atomic::AtomicBool};
+use std::sync::Arc;
 
 use catga_core::{
     CancellationToken,
     config::NatsSettings,
     contracts::{redis_keys, services},
     domain::default_catalog,
-    health::{BrokerCheck, Health, ReadinessCheck, StoreCheck},
+    health::Health,
     idempotency::{IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore},
-    messaging::{Broker, JetStreamBroker, MemoryBroker},
-    service,
-    store::{MemoryStore, OrderStore, RedisStore, connect_redis},
+    messaging::{Broker, MemoryBroker},
+    service::{self, Connections, ServiceError},
+    store::{MemoryStore, OrderStore},
 };
 use tokio::{net::TcpListener, task::JoinSet};
 
 pub use config::{Mode, Settings};
 pub use http::{AppState, app};
 
+/// A failure that stops the service.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Store(#[from] catga_core::store::StoreError),
-    #[error(transparent)]
-    Messaging(#[from] catga_core::messaging::MessagingError),
+    Service(#[from] ServiceError),
     #[error(transparent)]
     Notify(#[from] notification_service::notifier::NotifyError),
-    #[error("HTTP server: {0}")]
-    Http(#[from] std::io::Error),
     #[error("invalid JWT secret: {0}")]
     Jwt(#[from] jsonwebtoken::errors::Error),
+}
+
+impl From<catga_core::store::StoreError> for Error {
+    fn from(err: catga_core::store::StoreError) -> Self {
+        Error::Service(err.into())
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Self {
+        Error::Service(err.into())
+    }
 }
 
 /// Serves order-api on `listener` until `shutdown`.
@@ -69,7 +78,7 @@ pub async fn run(
     } = backends;
     let state = AppState {
         store,
-        publisher: broker_as_publisher(broker),
+        publisher: broker,
         idempotency: settings.catga.enable_idempotency.then_some(idempotency),
         idempotency_ttl: settings.catga.idempotency_ttl,
         jwt_key,
@@ -87,10 +96,6 @@ pub async fn run(
     Ok(())
 }
 
-fn broker_as_publisher(broker: Arc<dyn Broker>) -> Arc<dyn catga_core::messaging::Publisher> {
-    broker
-}
-
 /// What the API runs on.
 struct Backends {
     store: Arc<dyn OrderStore>,
@@ -103,36 +108,20 @@ async fn distributed(
     nats: &NatsSettings,
     redis: &catga_core::config::RedisSettings,
     shutdown: &CancellationToken,
-) -> Result<Backends, Error> {
-    let broker: Arc<dyn Broker> =
-        Arc::new(JetStreamBroker::connect(nats, services::ORDER_API).await?);
-    let redis_conn = connect_redis(redis)?;
-    let store: Arc<dyn OrderStore> = Arc::new(RedisStore::new(redis_conn.clone()));
-    let topology_ready = Arc::new(AtomicBool::new(false));
-    let checks: Vec<Box<dyn ReadinessCheck>> = vec![
-        Box::new(BrokerCheck {
-            broker: broker.clone(),
-            topology_ready: topology_ready.clone(),
-        }),
-        Box::new(StoreCheck {
-            store: store.clone(),
-        }),
-    ];
-    tokio::spawn(service::ensure_topology(
-        broker.clone(),
-        topology_ready,
+) -> Result<Backends, ServiceError> {
+    let connections = Connections::open(services::ORDER_API, nats, redis, shutdown).await?;
+    tokio::spawn(order_service::seed_catalog(
+        connections.store.clone(),
         shutdown.clone(),
     ));
-    tokio::spawn(order_service::seed_catalog(store.clone(), shutdown.clone()));
-    tracing::info!(nats = ?nats.servers, redis = %redis, "order-api started");
     Ok(Backends {
-        store,
-        broker,
+        store: connections.store,
+        broker: connections.broker,
         idempotency: Arc::new(RedisIdempotencyStore::new(
-            redis_conn,
+            connections.redis,
             redis_keys::HTTP_IDEMPOTENCY_PREFIX,
         )),
-        health: Health::new(services::ORDER_API, checks),
+        health: connections.health,
     })
 }
 

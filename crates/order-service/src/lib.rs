@@ -8,20 +8,16 @@
 pub mod config;
 pub mod handler;
 
-use std::{
-    sync::{Arc, atomic::AtomicBool},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use catga_core::{
     CancellationToken,
     config::NatsSettings,
     contracts::{services, streams},
     domain::default_catalog,
-    health::{BrokerCheck, Health, StoreCheck},
-    messaging::{Broker, ConsumerOptions, ConsumerSpec, JetStreamBroker, run_consumer},
-    service,
-    store::{OrderStore, RedisStore, connect_redis},
+    messaging::{Broker, ConsumerOptions, ConsumerSpec, run_consumer},
+    service::{self, Connections, ServiceError},
+    store::OrderStore,
 };
 use tokio::net::TcpListener;
 
@@ -30,17 +26,6 @@ pub use handler::CommandHandler;
 
 /// Commands one replica works on at once.
 pub const MAX_IN_FLIGHT: usize = 32;
-
-/// A failure that stops the service.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error(transparent)]
-    Store(#[from] catga_core::store::StoreError),
-    #[error(transparent)]
-    Messaging(#[from] catga_core::messaging::MessagingError),
-    #[error("HTTP server: {0}")]
-    Http(#[from] std::io::Error),
-}
 
 /// The durable consumer order-service binds.
 pub fn consumer_spec(nats: &NatsSettings) -> ConsumerSpec {
@@ -76,60 +61,27 @@ pub async fn run(
     settings: Settings,
     listener: TcpListener,
     shutdown: CancellationToken,
-) -> Result<(), Error> {
-    let broker: Arc<dyn Broker> =
-        Arc::new(JetStreamBroker::connect(&settings.nats, services::ORDER_SERVICE).await?);
-    let store: Arc<dyn OrderStore> = Arc::new(RedisStore::new(connect_redis(&settings.redis)?));
-    let topology_ready = Arc::new(AtomicBool::new(false));
-    let health = Health::new(
+) -> Result<(), ServiceError> {
+    let connections = Connections::open(
         services::ORDER_SERVICE,
-        vec![
-            Box::new(BrokerCheck {
-                broker: broker.clone(),
-                topology_ready: topology_ready.clone(),
-            }),
-            Box::new(StoreCheck {
-                store: store.clone(),
-            }),
-        ],
-    );
-    tokio::spawn(service::ensure_topology(
-        broker.clone(),
-        topology_ready,
-        shutdown.clone(),
-    ));
-    tokio::spawn(seed_catalog(store.clone(), shutdown.clone()));
-    tokio::spawn(service::watch_health(health.clone(), shutdown.clone()));
-    let spec = consumer_spec(&settings.nats);
-    tokio::spawn(service::report_consumer_lag(
-        broker.clone(),
-        spec.clone(),
-        services::ORDER_SERVICE,
-        shutdown.clone(),
-    ));
-
-    let server_stop = CancellationToken::new();
-    let server = tokio::spawn(catga_core::http::serve(
-        listener,
-        service::ops_router(health.clone(), services::ORDER_SERVICE),
-        server_stop.clone(),
-    ));
-    tracing::info!(nats = ?settings.nats.servers, redis = %settings.redis, queue_group = %settings.nats.queue_group, "order-service started");
-
-    consume(
-        broker,
-        store,
-        spec,
-        settings.common.shutdown_grace,
-        service::drain_on(&shutdown, &health),
+        &settings.nats,
+        &settings.redis,
+        &shutdown,
     )
-    .await;
-    server_stop.cancel();
-    server
-        .await
-        .map_err(|err| std::io::Error::other(err.to_string()))??;
-    tracing::info!("order-service stopped");
-    Ok(())
+    .await?;
+    tokio::spawn(seed_catalog(connections.store.clone(), shutdown.clone()));
+    tracing::info!(queue_group = %settings.nats.queue_group, "binding the shared durable consumer");
+    let (broker, store) = (connections.broker.clone(), connections.store.clone());
+    let grace = settings.common.shutdown_grace;
+    service::serve_while_consuming(
+        services::ORDER_SERVICE,
+        listener,
+        &connections,
+        consumer_spec(&settings.nats),
+        shutdown,
+        |spec, drain| consume(broker, store, spec, grace, drain),
+    )
+    .await
 }
 
 /// Seeds the default catalog once Redis answers (idempotent: any replica may do it).

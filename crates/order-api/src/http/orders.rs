@@ -290,7 +290,32 @@ async fn place(state: &AppState, draft: &OrderDraft) -> Result<Order, ApiError> 
         total_amount: draft.total_amount,
         created_at: draft.created_at,
     };
-    let payload = serde_json::to_vec(&command).map_err(|err| {
+    let published =
+        publish_command(state, subjects::PLACE_ORDER, &command.command_id, &command).await;
+    if let Err(err) = published {
+        if let Err(cleanup) = state.store.discard_pending(&draft.order_id).await {
+            tracing::warn!(error = %cleanup, order_id = %draft.order_id, "cannot discard the pending order");
+        }
+        return Err(err);
+    }
+    let now = OffsetDateTime::now_utc();
+    Ok(Order::from_draft(
+        draft.clone(),
+        OrderStatus::Pending,
+        None,
+        now,
+    ))
+}
+
+/// Makes a command durable: published with its id as `Nats-Msg-Id`, answered
+/// by JetStream within [`PUBLISH_TIMEOUT`], or a 503 for the client to retry.
+async fn publish_command(
+    state: &AppState,
+    subject: &'static str,
+    command_id: &str,
+    command: &impl Serialize,
+) -> Result<(), ApiError> {
+    let payload = serde_json::to_vec(command).map_err(|err| {
         ApiError(
             Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -300,29 +325,17 @@ async fn place(state: &AppState, draft: &OrderDraft) -> Result<Order, ApiError> 
             .detail(err.to_string()),
         )
     })?;
-    let message = OutgoingMessage::new(subjects::PLACE_ORDER, command.command_id, payload.into());
-    let published = tokio::time::timeout(PUBLISH_TIMEOUT, state.publisher.publish(message))
+    let message = OutgoingMessage::new(subject, command_id, payload.into());
+    tokio::time::timeout(PUBLISH_TIMEOUT, state.publisher.publish(message))
         .await
         .unwrap_or_else(|_| {
             Err(MessagingError::Publish(format!(
                 "no acknowledgement within {PUBLISH_TIMEOUT:?}"
             )))
-        });
-    if let Err(err) = published {
-        if let Err(cleanup) = state.store.discard_pending(&draft.order_id).await {
-            tracing::warn!(error = %cleanup, order_id = %draft.order_id, "cannot discard the pending order");
-        }
-        return Err(err.into());
-    }
-    metrics::counter!(names::MESSAGES_PUBLISHED, "service" => services::ORDER_API, "subject" => subjects::PLACE_ORDER)
+        })?;
+    metrics::counter!(names::MESSAGES_PUBLISHED, "service" => services::ORDER_API, "subject" => subject)
         .increment(1);
-    let now = OffsetDateTime::now_utc();
-    Ok(Order::from_draft(
-        draft.clone(),
-        OrderStatus::Pending,
-        None,
-        now,
-    ))
+    Ok(())
 }
 
 /// Reads one order.
@@ -444,17 +457,13 @@ pub async fn cancel(
         command_id: format!("cancel:{id}"),
         order_id: id,
     };
-    let payload = serde_json::to_vec(&command).unwrap_or_default();
-    let message = OutgoingMessage::new(subjects::CANCEL_ORDER, command.command_id, payload.into());
-    tokio::time::timeout(PUBLISH_TIMEOUT, state.publisher.publish(message))
-        .await
-        .map_err(|_| {
-            ApiError(super::unavailable(
-                "the message broker did not answer; retry shortly",
-            ))
-        })??;
-    metrics::counter!(names::MESSAGES_PUBLISHED, "service" => services::ORDER_API, "subject" => subjects::CANCEL_ORDER)
-        .increment(1);
+    publish_command(
+        &state,
+        subjects::CANCEL_ORDER,
+        &command.command_id,
+        &command,
+    )
+    .await?;
     let mut response = (StatusCode::ACCEPTED, Json(&order)).into_response();
     set_location(&mut response, &location(&id));
     Ok(response)
