@@ -13,12 +13,15 @@
 #   k8s            Kubernetes schema validation (strict), kustomize overlays, checkov
 #   faults         the fault-injection suite: a 3-node NATS cluster, Redis with AOF,
 #                  replicas killed and restarted under load (CATGA_FAULT_ORDERS)
+#   containers     docker build of the three images exactly as docs/containers.md
+#                  says, image checks, the Compose stack under load with a NATS
+#                  node and a replica stopped (base images made locally)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 suites=("$@")
 if [ ${#suites[@]} -eq 0 ]; then
-    suites=(rust observability k8s faults)
+    suites=(rust observability k8s faults containers)
 fi
 
 as_root() {
@@ -62,6 +65,7 @@ for suite in "${suites[@]}"; do
         observability) tests/observability/check.sh ;;
         k8s) tests/k8s/validate.sh ;;
         faults) run_faults ;;
-        *) echo "unknown suite: $suite (known: rust observability k8s faults)" >&2; exit 2 ;;
+        containers) bash tests/docker/run.sh ;;
+        *) echo "unknown suite: $suite (known: rust observability k8s faults containers)" >&2; exit 2 ;;
     esac
 done

@@ -713,3 +713,70 @@ async fn no_accepted_order_is_lost_or_doubled_under_faults() {
         "failpoints did not fire: build with --features catga-core/failpoints ({crashes:?})"
     );
 }
+
+#[tokio::test]
+#[ignore = "needs binaries built with failpoints: run with tests/run.sh faults"]
+async fn a_command_that_crashes_every_delivery_is_dead_lettered() {
+    // Every handling crashes after the Redis step: JetStream stops after two
+    // deliveries, and the advisory makes the message a dead letter instead of
+    // leaving it stranded in the work queue.
+    let system = catga_tests::System::start_with(&[
+        ("FAILPOINTS", "catga::after-apply=panic"),
+        ("Catga__MaxRetryAttempts", "2"),
+        ("NATS__AckWaitSeconds", "1"),
+    ])
+    .await;
+    let api = system.client();
+    let reply = api.place("c-poison-pill", &[("PROD-001", 1)]).await;
+    assert_eq!(reply.status, 202);
+    let order_id = reply.body["orderId"].as_str().expect("id").to_owned();
+
+    let js = system.nats.jetstream().await;
+    let dead = js
+        .get_stream(streams::DEAD_LETTERS)
+        .await
+        .expect("dead-letter stream");
+    let letter = catga_tests::eventually("the dead letter", Duration::from_secs(30), || {
+        let dead = dead.clone();
+        async move { dead.get_raw_message(1).await.ok() }
+    })
+    .await;
+    assert_eq!(
+        letter.subject.as_str(),
+        format!("catga.deadletter.{}", subjects::PLACE_ORDER)
+    );
+    let reason = letter
+        .headers
+        .get(header_names::DEAD_LETTER_REASON)
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    assert!(reason.contains("after 2 deliveries"), "{reason}");
+    assert_eq!(
+        letter
+            .headers
+            .get(header_names::DEAD_LETTER_DELIVERIES)
+            .map(|v| v.to_string())
+            .as_deref(),
+        Some("2")
+    );
+    let command: Value = serde_json::from_slice(&letter.payload).expect("the original command");
+    assert_eq!(command["orderId"], order_id.as_str());
+    // The work queue no longer holds it.
+    let mut commands = js
+        .get_stream(streams::ORDER_COMMANDS)
+        .await
+        .expect("stream");
+    catga_tests::eventually(
+        "the command stream to empty",
+        Duration::from_secs(10),
+        || {
+            let mut commands = commands.clone();
+            async move { (commands.info().await.ok()?.state.messages == 0).then_some(()) }
+        },
+    )
+    .await;
+    let _ = commands.info().await;
+    let dead_lettered =
+        catga_tests::metric_total(&system.order_services, "catga_dead_letters_total{").await;
+    assert_eq!(dead_lettered, 1.0);
+}

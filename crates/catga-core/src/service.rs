@@ -244,6 +244,10 @@ where
         service,
         shutdown.clone(),
     ));
+    {
+        let (broker, spec, shutdown) = (connections.broker.clone(), spec.clone(), shutdown.clone());
+        tokio::spawn(async move { broker.dead_letter_exhausted(&spec, service, shutdown).await });
+    }
     let server_stop = CancellationToken::new();
     let server = tokio::spawn(crate::http::serve(
         listener,

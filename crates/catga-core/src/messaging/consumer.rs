@@ -12,11 +12,11 @@ use futures::StreamExt;
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::{Broker, ConsumerSpec, Delivery, OutgoingMessage};
+use super::{Broker, ConsumerSpec, Delivery};
 use tracing::Instrument;
 
 use crate::{
-    contracts::{headers, metrics as names, subjects},
+    contracts::{metrics as names, subjects},
     telemetry,
 };
 
@@ -294,25 +294,15 @@ impl Processing {
     /// stops its redelivery. If the copy cannot be stored, the message is
     /// handed back instead: it is never dropped.
     async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Settled {
-        let mut message = OutgoingMessage::new(
-            subjects::dead_letter_for(&delivery.subject),
-            format!("dlq:{}", delivery.id),
+        let message = super::dead_letter_message(
+            &delivery.subject,
+            &delivery.id,
+            &delivery.headers,
             delivery.payload.clone(),
+            reason,
+            delivery.delivered,
+            self.service,
         );
-        message.headers = delivery
-            .headers
-            .iter()
-            .filter(|(name, _)| !name.eq_ignore_ascii_case(headers::NATS_MSG_ID))
-            .cloned()
-            .collect();
-        message = message
-            .with_header(headers::DEAD_LETTER_REASON, single_line(reason))
-            .with_header(headers::DEAD_LETTER_SUBJECT, delivery.subject.as_str())
-            .with_header(
-                headers::DEAD_LETTER_DELIVERIES,
-                delivery.delivered.to_string(),
-            )
-            .with_header(headers::DEAD_LETTER_SERVICE, self.service);
         match self.broker.publish(message).await {
             Ok(()) => {
                 tracing::error!(message = %delivery.id, subject = %delivery.subject, %reason, "dead-lettered");
@@ -345,9 +335,4 @@ fn subject_operation(subject: &str) -> &'static str {
         .find(|known| *known == subject)
         .and_then(|known| known.rsplit('.').next())
         .unwrap_or("other")
-}
-
-/// Header values cannot hold line breaks.
-fn single_line(text: &str) -> String {
-    text.replace(['\r', '\n'], " ")
 }

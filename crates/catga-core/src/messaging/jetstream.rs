@@ -165,6 +165,52 @@ impl Broker for JetStreamBroker {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
+    async fn dead_letter_exhausted(
+        &self,
+        spec: &ConsumerSpec,
+        service: &'static str,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let subject = format!(
+            "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{}.{}",
+            spec.stream, spec.durable
+        );
+        // A queue group: one replica handles each advisory.
+        let queue = format!("catga-dead-letter-{}", spec.durable);
+        let mut advisories = loop {
+            match self
+                .client
+                .queue_subscribe(subject.clone(), queue.clone())
+                .await
+            {
+                Ok(subscriber) => break subscriber,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot watch for exhausted messages yet; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        };
+        loop {
+            let advisory = tokio::select! {
+                () = shutdown.cancelled() => return,
+                next = advisories.next() => match next {
+                    Some(advisory) => advisory,
+                    None => return,
+                },
+            };
+            let Ok(exhausted) = serde_json::from_slice::<MaxDeliveries>(&advisory.payload) else {
+                tracing::warn!("unreadable max-deliveries advisory");
+                continue;
+            };
+            if let Err(err) = self.forward_exhausted(spec, service, &exhausted).await {
+                tracing::error!(stream_seq = exhausted.stream_seq, error = %err, "cannot dead-letter an exhausted message; it stays in its stream");
+            }
+        }
+    }
+
     async fn consumer_lag(
         &self,
         spec: &ConsumerSpec,
@@ -214,6 +260,74 @@ fn delivery_from(message: jetstream::Message) -> Result<Delivery, MessagingError
         delivered,
         acker: Box::new(JetStreamAcker(acker)),
     })
+}
+
+/// The part of `io.nats.jetstream.advisory.v1.max_deliver` we use.
+#[derive(serde::Deserialize)]
+struct MaxDeliveries {
+    stream_seq: u64,
+    deliveries: i64,
+}
+
+impl JetStreamBroker {
+    /// Copies one exhausted message to the dead-letter stream; a work-queue
+    /// stream then drops it (it would otherwise stay there, undelivered, forever).
+    async fn forward_exhausted(
+        &self,
+        spec: &ConsumerSpec,
+        service: &'static str,
+        exhausted: &MaxDeliveries,
+    ) -> Result<(), MessagingError> {
+        let stream = self
+            .context
+            .get_stream_no_info(spec.stream)
+            .await
+            .map_err(|err| MessagingError::Consumer(format!("stream {}: {err}", spec.stream)))?;
+        let original = stream
+            .get_raw_message(exhausted.stream_seq)
+            .await
+            .map_err(|err| {
+                MessagingError::Consumer(format!("message {}: {err}", exhausted.stream_seq))
+            })?;
+        let headers: Vec<(String, String)> = original
+            .headers
+            .iter()
+            .flat_map(|(name, values)| {
+                values
+                    .iter()
+                    .map(move |v| (name.to_string(), v.to_string()))
+            })
+            .collect();
+        let reason = format!(
+            "not acknowledged after {} deliveries (the handler crashed or timed out each time)",
+            exhausted.deliveries
+        );
+        let message = super::dead_letter_message(
+            &original.subject,
+            &format!("{}:{}", spec.stream, exhausted.stream_seq),
+            &headers,
+            original.payload,
+            &reason,
+            exhausted.deliveries,
+            service,
+        );
+        self.publish(message).await?;
+        metrics::counter!(crate::contracts::metrics::DEAD_LETTERS, "service" => service)
+            .increment(1);
+        tracing::error!(subject = %original.subject, stream_seq = exhausted.stream_seq, %reason, "dead-lettered");
+        if STREAMS
+            .iter()
+            .any(|s| s.name == spec.stream && s.retention == Retention::WorkQueue)
+        {
+            stream
+                .delete_message(exhausted.stream_seq)
+                .await
+                .map_err(|err| {
+                    MessagingError::Consumer(format!("delete {}: {err}", exhausted.stream_seq))
+                })?;
+        }
+        Ok(())
+    }
 }
 
 struct JetStreamAcker(NatsAcker);

@@ -180,6 +180,15 @@ impl Broker for MemoryBroker {
     async fn consumer_lag(&self, _: &ConsumerSpec) -> Result<Option<(u64, u64)>, MessagingError> {
         Ok(None)
     }
+
+    /// In memory a message is never given up on by the transport: nothing to do.
+    async fn dead_letter_exhausted(
+        &self,
+        _: &ConsumerSpec,
+        _: &'static str,
+        _: tokio_util::sync::CancellationToken,
+    ) {
+    }
 }
 
 struct MemoryAcker {

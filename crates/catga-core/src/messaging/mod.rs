@@ -20,7 +20,7 @@ pub use consumer::{ConsumerOptions, HandleError, Handler, run_consumer};
 pub use jetstream::JetStreamBroker;
 pub use memory::MemoryBroker;
 
-use crate::contracts::streams;
+use crate::contracts::{headers, streams};
 
 /// A messaging operation failed; all of these are transient.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +118,38 @@ impl OutgoingMessage {
     }
 }
 
+/// The dead-letter copy of a message: published on
+/// `catga.deadletter.<original subject>` with the original headers, the reason,
+/// the original subject, the delivery count and the service that gave up, and
+/// deduplicated on the stored message's identity.
+pub fn dead_letter_message(
+    original_subject: &str,
+    message_identity: &str,
+    original_headers: &[(String, String)],
+    payload: Bytes,
+    reason: &str,
+    deliveries: i64,
+    service: &str,
+) -> OutgoingMessage {
+    let mut message = OutgoingMessage::new(
+        crate::contracts::subjects::dead_letter_for(original_subject),
+        format!("dlq:{message_identity}"),
+        payload,
+    );
+    message.headers = original_headers
+        .iter()
+        .filter(|(name, _)| !name.eq_ignore_ascii_case(headers::NATS_MSG_ID))
+        .cloned()
+        .collect();
+    // Header values cannot hold line breaks.
+    let reason = reason.replace(['\r', '\n'], " ");
+    message
+        .with_header(headers::DEAD_LETTER_REASON, reason)
+        .with_header(headers::DEAD_LETTER_SUBJECT, original_subject)
+        .with_header(headers::DEAD_LETTER_DELIVERIES, deliveries.to_string())
+        .with_header(headers::DEAD_LETTER_SERVICE, service)
+}
+
 /// Settles a delivery.
 #[async_trait]
 pub trait Acker: Send + Sync {
@@ -211,6 +243,16 @@ pub trait Broker: Publisher {
     /// yet acknowledged; `None` where the transport cannot tell.
     async fn consumer_lag(&self, spec: &ConsumerSpec)
     -> Result<Option<(u64, u64)>, MessagingError>;
+
+    /// Until `shutdown`, copies messages the broker gave up redelivering
+    /// (`max_deliver` reached: the handler crashed or timed out every time) to
+    /// the dead-letter stream, so nothing is silently stranded.
+    async fn dead_letter_exhausted(
+        &self,
+        spec: &ConsumerSpec,
+        service: &'static str,
+        shutdown: tokio_util::sync::CancellationToken,
+    );
 }
 
 /// Whether `subject` matches a filter with an optional trailing `>`.

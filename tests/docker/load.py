@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""Places orders through order-api while containers are stopped, then checks
+that every accepted order reached a final status and was notified.
+
+usage: load.py --api URL --sink URL [--orders N] [--concurrency C]
+               [--disrupt FRACTION:COMMAND]... --out summary.json
+
+A logical order is one Idempotency-Key: it is retried (same key, same body)
+until order-api answers 202 or the attempts run out. Only orders answered 202
+count as accepted; each must end Confirmed or Rejected and be notified once
+(the webhook receiver sees Idempotency-Key "<orderId>:<status>").
+Commands in --disrupt run (through the shell) when that fraction of the orders
+has been sent. Stdlib only.
+"""
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+FINAL = {"Confirmed", "Rejected", "Cancelled"}
+
+
+def http(method, url, body=None, headers=None, timeout=10):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    req.add_header("Content-Type", "application/json")
+    for k, v in (headers or {}).items():
+        req.add_header(k, v)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+    except Exception as err:  # connection refused/reset, timeout
+        return 0, str(err).encode()
+
+
+def place(api, index, stats, lock):
+    key = f"it-{uuid.uuid4()}"
+    body = {"customerId": f"c-{index % 17}", "items": [{"productId": "PROD-001", "quantity": 1}]}
+    for attempt in range(12):
+        status, raw = http("POST", f"{api}/api/orders", body, {"Idempotency-Key": key})
+        with lock:
+            stats["responses"][str(status)] = stats["responses"].get(str(status), 0) + 1
+        if status == 202:
+            order_id = json.loads(raw)["orderId"]
+            with lock:
+                stats["retried_then_accepted"] += 1 if attempt else 0
+            return order_id
+        if status in (400, 422):
+            with lock:
+                stats["refused"] += 1
+            return None
+        time.sleep(min(0.25 * (attempt + 1), 2.0))
+    with lock:
+        stats["gave_up"] += 1
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--api", required=True)
+    ap.add_argument("--sink", required=True)
+    ap.add_argument("--orders", type=int, default=300)
+    ap.add_argument("--concurrency", type=int, default=6)
+    ap.add_argument("--rate", type=float, default=25.0, help="orders started per second")
+    ap.add_argument("--disrupt", action="append", default=[])
+    ap.add_argument("--settle-timeout", type=float, default=150.0)
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+
+    disruptions = []
+    for spec in args.disrupt:
+        fraction, command = spec.split(":", 1)
+        disruptions.append([float(fraction), command, False])
+
+    lock = threading.Lock()
+    stats = {"responses": {}, "refused": 0, "gave_up": 0, "retried_then_accepted": 0}
+    accepted = []
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
+        futures = []
+        for i in range(args.orders):
+            for d in disruptions:
+                if not d[2] and i >= d[0] * args.orders:
+                    d[2] = True
+                    rc = subprocess.run(d[1], shell=True, capture_output=True, text=True)
+                    print(f"[load] at order {i}: {d[1]!r} -> exit {rc.returncode} {rc.stdout.strip()} {rc.stderr.strip()}",
+                          file=sys.stderr, flush=True)
+            futures.append(pool.submit(place, args.api, i, stats, lock))
+            time.sleep(1.0 / args.rate)
+        for f in futures:
+            order_id = f.result()
+            if order_id:
+                accepted.append(order_id)
+    load_seconds = time.monotonic() - t0
+    print(f"[load] sent {args.orders} orders in {load_seconds:.1f}s, {len(accepted)} accepted; "
+          f"responses {stats['responses']}", file=sys.stderr, flush=True)
+
+    # Every accepted order must reach a final status...
+    pending = set(accepted)
+    final = {}
+    deadline = time.monotonic() + args.settle_timeout
+    while pending and time.monotonic() < deadline:
+        for order_id in list(pending):
+            status, raw = http("GET", f"{args.api}/api/orders/{order_id}")
+            if status == 200:
+                s = json.loads(raw).get("status")
+                if s in FINAL:
+                    final[order_id] = s
+                    pending.discard(order_id)
+        if pending:
+            time.sleep(1.0)
+    settle_seconds = time.monotonic() - t0 - load_seconds
+
+    # ... and be notified (allowing the notifier the same deadline).
+    expected = {f"{oid}:{s}" for oid, s in final.items()}
+    keys = {}
+    while True:
+        status, raw = http("GET", f"{args.sink}/stats")
+        keys = json.loads(raw)["keys"] if status == 200 else {}
+        if expected <= set(keys) or time.monotonic() >= deadline:
+            break
+        time.sleep(1.0)
+    missing_notifications = sorted(expected - set(keys))
+    summary = {
+        "orders_sent": args.orders,
+        "accepted": len(accepted),
+        "distinct_accepted": len(set(accepted)),
+        "confirmed": sum(1 for s in final.values() if s == "Confirmed"),
+        "rejected": sum(1 for s in final.values() if s == "Rejected"),
+        "not_final": sorted(pending),
+        "notified": len(expected & set(keys)),
+        "missing_notifications": missing_notifications,
+        "duplicate_webhook_posts": sum(c - 1 for c in keys.values() if c > 1),
+        "responses": stats["responses"],
+        "refused": stats["refused"],
+        "gave_up": stats["gave_up"],
+        "retried_then_accepted": stats["retried_then_accepted"],
+        "load_seconds": round(load_seconds, 1),
+        "settle_seconds": round(settle_seconds, 1),
+    }
+    with open(args.out, "w") as f:
+        json.dump(summary, f, indent=2)
+    print(json.dumps({k: v for k, v in summary.items() if k not in ("not_final", "missing_notifications")}),
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

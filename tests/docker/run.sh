@@ -1,0 +1,385 @@
+#!/usr/bin/env bash
+# Container test of the Catga order system: the real docker/*/Dockerfile and
+# docker/compose.yaml, on a machine whose Docker engine has no registry.
+#
+#   1. makes local stand-ins for every base image they name (standins.sh);
+#   2. builds the three images with the commands docs/containers.md gives and
+#      checks each: non-root, read-only root filesystem, no shell, size,
+#      labels, answers /health;
+#   3. brings the Compose stack up (not the observability profile's Grafana
+#      and Jaeger, which cannot be made locally; Prometheus is), places orders
+#      while one NATS node and one order-service replica are stopped, and
+#      checks that every accepted order is confirmed (or rejected) and
+#      notified;
+#   4. tears everything down and checks that no container, network or volume
+#      of its project is left.
+#
+# Usage: bash tests/docker/run.sh        (as root or a docker group member)
+# Env:   CATGA_DOCKER_CACHE  cache folder (default /var/cache/catga-docker-test)
+#        CATGA_IT_ORDERS     orders to place (default 300)
+#        CATGA_IT_KEEP=1     leave the stack up on failure, for debugging
+# Prints one line per check and closes with "N passed, N failed".
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+cd "$ROOT"
+# shellcheck source=tests/docker/standins.sh
+source "$HERE/standins.sh"
+
+PROJECT="catga-it-$$"
+ORDERS="${CATGA_IT_ORDERS:-300}"
+WORK="$(mktemp -d)"
+START_TS=$(date +%s)
+PASSED=0
+FAILED=0
+FAILURES=()
+STANDALONE=()   # containers started with docker run
+
+say() { printf '\n== %s\n' "$*"; }
+pass() { PASSED=$((PASSED + 1)); printf 'PASS  %s\n' "$*"; }
+fail() { FAILED=$((FAILED + 1)); FAILURES+=("$*"); printf 'FAIL  %s\n' "$*"; }
+check() {  # check DESCRIPTION COMMAND...
+    local what="$1"; shift
+    if "$@" >>"$WORK/checks.log" 2>&1; then pass "$what"; else fail "$what"; fi
+}
+
+if docker compose version >/dev/null 2>&1; then
+    COMPOSE=(docker compose)
+elif command -v docker-compose >/dev/null; then
+    COMPOSE=(docker-compose)
+else
+    echo "neither 'docker compose' nor docker-compose is installed" >&2; exit 1
+fi
+COMPOSE_FILES=(-f docker/compose.yaml -f tests/docker/compose.test.yaml)
+compose() { "${COMPOSE[@]}" -p "$PROJECT" "${COMPOSE_FILES[@]}" "$@"; }
+
+project_containers() { docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" "$@"; }
+service_containers() { docker ps -q --filter "label=com.docker.compose.project=$PROJECT" --filter "label=com.docker.compose.service=$1"; }
+
+teardown() {
+    local ids
+    for c in "${STANDALONE[@]}"; do docker rm -f "$c" >/dev/null 2>&1 || true; done
+    STANDALONE=()
+    compose --profile observability down -v --remove-orphans -t 10 >"$WORK/down.log" 2>&1 || true
+    # Whatever compose missed (e.g. after an interrupted up).
+    ids="$(project_containers)"; [[ -z "$ids" ]] || docker rm -f $ids >/dev/null 2>&1 || true
+    ids="$(docker network ls -q --filter "label=com.docker.compose.project=$PROJECT")"
+    [[ -z "$ids" ]] || docker network rm $ids >/dev/null 2>&1 || true
+    ids="$(docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT")"
+    [[ -z "$ids" ]] || docker volume rm -f $ids >/dev/null 2>&1 || true
+}
+FINISHED=0
+on_exit() {
+    local rc=$?
+    if ((FINISHED == 0)); then
+        printf '\naborted (exit %s) after: %s\n' "$rc" "${FAILURES[*]:-no failed check}"
+        printf 'docker: %s passed, %s failed\n' "$PASSED" "$((FAILED + 1))"
+        ((rc != 0)) || rc=1
+    fi
+    if [[ "${CATGA_IT_KEEP:-0}" == 1 && $rc -ne 0 ]]; then
+        echo "CATGA_IT_KEEP=1: leaving project $PROJECT up; remove it with: ${COMPOSE[*]} -p $PROJECT ${COMPOSE_FILES[*]} --profile observability down -v" >&2
+    else
+        teardown
+    fi
+    rm -rf "$WORK"
+    exit $rc
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+http_code() { curl -s -o /dev/null -m 3 -w '%{http_code}' "$1" || true; }
+wait_http() {  # wait_http URL SECONDS -> 0 when 200 within the time
+    local deadline=$((SECONDS + $2))
+    while ((SECONDS < deadline)); do
+        [[ "$(http_code "$1")" == 200 ]] && return 0
+        sleep 0.5
+    done
+    return 1
+}
+
+declare -A PORT=([order-api]=8080 [order-service]=8081 [notification-service]=8082)
+SERVICES=(order-api order-service notification-service)
+VERSION="$(grep -m1 -E '^version *=' Cargo.toml | sed -E 's/.*"(.*)".*/\1/')"
+
+###########################################################################
+say "1. base images (local stand-ins, cache: $CACHE_DIR)"
+t=$SECONDS
+ensure_standins
+STANDIN_SECONDS=$((SECONDS - t))
+echo "stand-ins ready in ${STANDIN_SECONDS}s"
+
+# Every FROM of the Dockerfiles and every image of the Compose file (but the
+# ones built here, and Grafana/Jaeger of the observability profile) exists.
+mapfile -t FROMS < <(awk 'toupper($1)=="FROM" {print $2}' docker/*/Dockerfile | sort -u)
+mapfile -t COMPOSE_IMAGES < <("${COMPOSE[@]}" -f docker/compose.yaml --profile observability config \
+    | awk '$1=="image:" {print $2}' | sort -u)
+for image in "${FROMS[@]}" "${COMPOSE_IMAGES[@]}"; do
+    case "$image" in
+        catga/*) continue ;;
+        grafana/*|jaegertracing/*) echo "skip  $image (observability profile; no local stand-in)"; continue ;;
+    esac
+    check "base image $image is available locally" docker image inspect "$image"
+done
+
+###########################################################################
+say "2. images: built with the commands of docs/containers.md"
+mapfile -t BUILD_CMDS < <(grep -E '^docker build -f docker/[a-z-]+/Dockerfile ' docs/containers.md)
+check "docs/containers.md gives one build command per service" test "${#BUILD_CMDS[@]}" -eq 3
+declare -A BUILD_SECONDS
+BEFORE_BUILD="$(docker ps -aq)"
+for cmd in "${BUILD_CMDS[@]}"; do
+    svc="$(sed -E 's|.*docker/([a-z-]+)/Dockerfile.*|\1|' <<<"$cmd")"
+    echo "\$ $cmd"
+    t=$SECONDS
+    if bash -c "$cmd" >"$WORK/build-$svc.log" 2>&1; then
+        BUILD_SECONDS[$svc]=$((SECONDS - t))
+        pass "docker build $svc (${BUILD_SECONDS[$svc]}s)"
+    else
+        tail -n 40 "$WORK/build-$svc.log"
+        fail "docker build $svc"
+        # The classic builder keeps the container of a failed step.
+        for id in $(docker ps -aq --filter status=exited --filter status=created); do
+            grep -qx "$id" <<<"$BEFORE_BUILD" && continue
+            [[ -z "$(docker inspect -f '{{index .Config.Labels "com.docker.compose.project"}}' "$id")" ]] \
+                && docker rm "$id" >/dev/null
+        done
+    fi
+done
+
+declare -A SIZE_MB
+for svc in "${SERVICES[@]}"; do
+    image="catga/$svc:$VERSION"
+    port="${PORT[$svc]}"
+    if ! docker image inspect "$image" >/dev/null 2>&1; then fail "$image exists"; continue; fi
+    user="$(docker image inspect -f '{{.Config.User}}' "$image")"
+    check "$svc: runs as a numeric non-root user ($user)" bash -c "[[ '$user' =~ ^[1-9][0-9]*(:[0-9]+)?$ ]]"
+    check "$svc: binary is the entrypoint" \
+        test "$(docker image inspect -f '{{json .Config.Entrypoint}}' "$image")" = "[\"/usr/local/bin/$svc\"]"
+    check "$svc: exposes $port" bash -c "docker image inspect -f '{{json .Config.ExposedPorts}}' '$image' | grep -q '\"$port/tcp\"'"
+    check "$svc: OCI labels" bash -c "docker image inspect -f '{{json .Config.Labels}}' '$image' | grep -q '\"org.opencontainers.image.title\":\"$svc\"' && docker image inspect -f '{{json .Config.Labels}}' '$image' | grep -q '\"org.opencontainers.image.version\":\"$VERSION\"'"
+    check "$svc: image health check is the binary's healthcheck subcommand" \
+        bash -c "docker image inspect -f '{{json .Config.Healthcheck.Test}}' '$image' | grep -q '\"/usr/local/bin/$svc\",\"healthcheck\"'"
+    check "$svc: no shell in the image" bash -c "! docker run --rm --entrypoint /bin/sh '$image' -c true"
+    check "$svc: no compiler in the image" bash -c "! docker run --rm --entrypoint /usr/bin/cc '$image' --version"
+    size=$(docker image inspect -f '{{.Size}}' "$image")
+    SIZE_MB[$svc]=$(awk -v s="$size" 'BEGIN {printf "%.1f", s/1000000}')
+    check "$svc: image is under 40 MB (${SIZE_MB[$svc]} MB)" test "$size" -lt 40000000
+
+    # Alone, read-only, no capabilities: order-api runs its embedded mode and
+    # is ready; the consumers answer /health (ready needs NATS and Redis).
+    name="$PROJECT-$svc-solo"
+    STANDALONE+=("$name")
+    hport="$(free_port)"
+    docker run -d --name "$name" --read-only --cap-drop ALL --security-opt no-new-privileges \
+        -p "127.0.0.1:$hport:$port" "$image" >/dev/null
+    check "$svc: answers /health with a read-only root filesystem" wait_http "http://127.0.0.1:$hport/health" 20
+    check "$svc: container root filesystem is read-only" \
+        test "$(docker inspect -f '{{.HostConfig.ReadonlyRootfs}}' "$name")" = true
+    check "$svc: process runs as uid 65532" \
+        bash -c "docker top '$name' -o pid,uid | awk 'NR>1 {print \$2}' | grep -qx 65532"
+    if [[ $svc == order-api ]]; then
+        check "order-api: embedded mode is ready alone" wait_http "http://127.0.0.1:$hport/health/ready" 20
+        check "order-api: 'healthcheck' subcommand exits 0 when ready" docker exec "$name" /usr/local/bin/order-api healthcheck
+    else
+        check "$svc: 'healthcheck' subcommand exits non-zero while NATS/Redis are away" \
+            bash -c "! docker exec '$name' /usr/local/bin/$svc healthcheck"
+    fi
+    docker rm -f "$name" >/dev/null
+done
+STANDALONE=()
+
+###########################################################################
+say "3. Compose stack ($PROJECT, ${COMPOSE[*]})"
+export ORDER_API_PORT="$(free_port)"
+export PROMETHEUS_PORT="$(free_port)"
+export REDIS_PASSWORD="it-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+export CATGA_VERSION="$VERSION"
+API="http://127.0.0.1:$ORDER_API_PORT"
+t=$SECONDS
+compose up -d --no-build >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log"; fail "compose up"; }
+# Prometheus only from the observability profile (Grafana and Jaeger need
+# images that cannot be made here).
+compose --profile observability up -d --no-build --no-deps prometheus >>"$WORK/up.log" 2>&1 \
+    || { tail -n 20 "$WORK/up.log"; fail "compose up prometheus"; }
+check "order-api is ready through the published port" wait_http "$API/health/ready" 120
+UP_SECONDS=$((SECONDS - t))
+
+all_healthy() {
+    local deadline=$((SECONDS + $1)) bad
+    while ((SECONDS < deadline)); do
+        bad=0
+        for id in $(project_containers); do
+            st="$(docker inspect -f '{{.State.Status}}/{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}' "$id")"
+            [[ "$st" == running/healthy || "$st" == running/none ]] || bad=1
+        done
+        ((bad == 0)) && return 0
+        sleep 1
+    done
+    docker ps -a --filter "label=com.docker.compose.project=$PROJECT" --format '{{.Names}} {{.Status}}'
+    return 1
+}
+check "every container of the stack is running and healthy" all_healthy 120
+check "three order-service replicas" test "$(service_containers order-service | wc -l)" -eq 3
+nats_cluster_ok() {  # every node routes to the two others and sees one meta leader
+    local leaders=() n id
+    for n in 0 1 2; do
+        id="$(service_containers nats-$n)"
+        docker exec "$id" wget -qO- http://127.0.0.1:8222/routez \
+            | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["num_routes"] >= 2 else 1)' || return 1
+        leaders+=("$(docker exec "$id" wget -qO- http://127.0.0.1:8222/jsz \
+            | python3 -c 'import json,sys; print(json.load(sys.stdin)["meta_cluster"].get("leader") or "")')")
+    done
+    [[ -n "${leaders[0]}" && "${leaders[0]}" == "${leaders[1]}" && "${leaders[1]}" == "${leaders[2]}" ]]
+}
+check "three NATS nodes in one JetStream cluster" nats_cluster_ok
+REDIS_MASTER="$(service_containers redis-master)"
+check "Redis master has two replicas with AOF on" bash -c \
+    "docker exec $REDIS_MASTER sh -c 'redis-cli -a \"\$REDIS_PASSWORD\" --no-auth-warning info replication | grep -q connected_slaves:2 && redis-cli -a \"\$REDIS_PASSWORD\" --no-auth-warning config get appendonly | grep -qx yes'"
+check "services run read-only as uid 65532" bash -c '
+    for id in $(docker ps -q --filter "label=com.docker.compose.project='"$PROJECT"'" --filter label=com.docker.compose.service=order-api) \
+              $(docker ps -q --filter "label=com.docker.compose.project='"$PROJECT"'" --filter label=com.docker.compose.service=order-service) \
+              $(docker ps -q --filter "label=com.docker.compose.project='"$PROJECT"'" --filter label=com.docker.compose.service=notification-service); do
+        [[ "$(docker inspect -f "{{.HostConfig.ReadonlyRootfs}} {{.Config.User}}" "$id")" == "true 65532:65532" ]] || exit 1
+    done'
+check "README path: curl the API" bash -c "curl -sf '$API/api/products' | grep -q PROD-001"
+
+# Start-to-ready: docker start of a stopped container until /health/ready
+# answers 200, with NATS and Redis up. order-api through its port; the
+# consumers through a twin on the stack's network with a published port.
+measure_ready() {  # measure_ready CONTAINER URL -> milliseconds on stdout
+    python3 - "$1" "$2" <<'PY'
+import datetime, re, subprocess, sys, time, urllib.request
+name, url = sys.argv[1], sys.argv[2]
+t0 = time.monotonic()
+subprocess.run(["docker", "start", name], check=True, capture_output=True)
+while time.monotonic() - t0 < 30:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            if r.status == 200:
+                total = int((time.monotonic() - t0) * 1000)
+                ready_at = datetime.datetime.now(datetime.timezone.utc)
+                started = subprocess.run(["docker", "inspect", "-f", "{{.State.StartedAt}}", name],
+                                         check=True, capture_output=True, text=True).stdout.strip()
+                started = re.sub(r"(\.\d{6})\d*", r"\1", started).replace("Z", "+00:00")
+                process = int((ready_at - datetime.datetime.fromisoformat(started)).total_seconds() * 1000)
+                print(total, process); sys.exit(0)
+    except Exception:
+        pass
+    time.sleep(0.01)
+sys.exit(1)
+PY
+}
+NETWORK="$(docker network ls -q --filter "label=com.docker.compose.project=$PROJECT" | head -n1)"
+declare -A READY_MS
+for svc in "${SERVICES[@]}"; do
+    src="$(service_containers "$svc" | head -n1)"
+    twin="$PROJECT-$svc-twin"
+    STANDALONE+=("$twin")
+    hport="$(free_port)"
+    mapfile -t envs < <(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$src" | grep -E '__|REDIS_PASSWORD' )
+    env_args=(); for e in "${envs[@]}"; do [[ -n "$e" ]] && env_args+=(-e "$e"); done
+    docker create --name "$twin" --network "$NETWORK" --read-only --cap-drop ALL \
+        "${env_args[@]}" -p "127.0.0.1:$hport:${PORT[$svc]}" "catga/$svc:$VERSION" >/dev/null
+    best="" bestp=""
+    for run in 1 2 3; do
+        if out="$(measure_ready "$twin" "http://127.0.0.1:$hport/health/ready")"; then
+            read -r ms pms <<<"$out"
+            [[ -z "$best" || $ms -lt $best ]] && best=$ms
+            [[ -z "$bestp" || $pms -lt $bestp ]] && bestp=$pms
+            echo "$svc start-to-ready run $run: ${ms} ms from 'docker start', ${pms} ms from process start"
+        fi
+        docker stop -t 10 "$twin" >/dev/null
+    done
+    docker rm -f "$twin" >/dev/null
+    READY_MS[$svc]="${best:-none} (process ${bestp:-none})"
+    check "$svc: docker start to ready under 1 s (best of 3: ${best:-none} ms)" test -n "$best" -a "${best:-99999}" -lt 1000
+done
+STANDALONE=()
+
+# Prometheus scrapes the services (docker/prometheus/prometheus.yml).
+prom_up() {
+    local deadline=$((SECONDS + 60))
+    while ((SECONDS < deadline)); do
+        if curl -s "http://127.0.0.1:$PROMETHEUS_PORT/api/v1/targets" | python3 -c '
+import json, sys
+t = json.load(sys.stdin)["data"]["activeTargets"]
+up = {}
+for x in t:
+    if x["labels"].get("job") == "catga":
+        up.setdefault(x["labels"].get("app"), []).append(x["health"] == "up")
+need = {"order-api": 1, "order-service": 3, "notification-service": 1}
+sys.exit(0 if all(sum(up.get(j, [])) >= n for j, n in need.items()) else 1)'; then return 0; fi
+        sleep 2
+    done
+    return 1
+}
+check "Prometheus (observability/prometheus) scrapes order-api, 3 order-service replicas, notification-service" prom_up
+
+###########################################################################
+say "4. orders under failures: $ORDERS orders, one NATS node and one order-service replica stopped mid-load"
+SINK_PORT="$(compose port webhook-sink 9000 | sed 's/.*://')"
+# The NATS node that leads the order-commands stream, so that stopping it
+# forces a leader election mid-load (nats-1 if that cannot be read).
+LEADER="$(docker exec "$(service_containers nats-0)" wget -qO- 'http://127.0.0.1:8222/jsz?accounts=true&streams=true' \
+    | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+for a in d.get("account_details") or []:
+    for st in a.get("stream_detail") or []:
+        if st.get("name") == "CATGA_ORDER_COMMANDS":
+            print((st.get("cluster") or {}).get("leader") or "")
+' 2>/dev/null || true)"
+[[ "$LEADER" =~ ^nats-[012]$ ]] || LEADER=nats-1
+echo "stopping $LEADER (leader of CATGA_ORDER_COMMANDS) at 30% and one order-service replica at 60%"
+NATS_VICTIM="$(service_containers "$LEADER")"
+OS_VICTIM="$(service_containers order-service | tail -n1)"
+python3 "$HERE/load.py" --api "$API" --sink "http://127.0.0.1:$SINK_PORT" \
+    --orders "$ORDERS" --out "$WORK/summary.json" \
+    --disrupt "0.3:docker stop -t 10 $NATS_VICTIM" \
+    --disrupt "0.6:docker stop -t 30 $OS_VICTIM" || fail "load.py ran"
+if [[ -s "$WORK/summary.json" ]]; then
+    S="$WORK/summary.json"
+    jq_() { python3 -c "import json,sys; print(json.load(open('$S'))$1)"; }
+    ACCEPTED=$(jq_ '["accepted"]'); CONFIRMED=$(jq_ '["confirmed"]'); REJECTED=$(jq_ '["rejected"]')
+    NOT_FINAL=$(jq_ '["not_final"].__len__()'); NOTIFIED=$(jq_ '["notified"]')
+    MISSING_N=$(jq_ '["missing_notifications"].__len__()'); DISTINCT=$(jq_ '["distinct_accepted"]')
+    GAVE_UP=$(jq_ '["gave_up"]')
+    check "orders were accepted (${ACCEPTED} of $ORDERS)" test "$ACCEPTED" -ge $((ORDERS * 9 / 10))
+    check "every order was accepted in the end, retries included (gave up: $GAVE_UP)" test "$GAVE_UP" -eq 0
+    check "no accepted order id twice ($DISTINCT distinct)" test "$DISTINCT" -eq "$ACCEPTED"
+    check "no accepted order lost: $CONFIRMED confirmed + $REJECTED rejected of $ACCEPTED, $NOT_FINAL not final" \
+        test "$NOT_FINAL" -eq 0 -a $((CONFIRMED + REJECTED)) -eq "$ACCEPTED"
+    check "every final order notified ($NOTIFIED, missing $MISSING_N)" test "$MISSING_N" -eq 0 -a "$NOTIFIED" -eq $((CONFIRMED + REJECTED))
+else
+    fail "load summary written"
+fi
+check "the stopped NATS node and order-service replica start again" docker start "$NATS_VICTIM" "$OS_VICTIM"
+check "the stack is healthy again after the restarts" all_healthy 90
+check "the NATS node rejoined the cluster" nats_cluster_ok
+
+###########################################################################
+say "5. teardown"
+teardown
+check "no container of $PROJECT left" test -z "$(project_containers)"
+check "no network of $PROJECT left" test -z "$(docker network ls -q --filter "label=com.docker.compose.project=$PROJECT")"
+check "no volume of $PROJECT left" test -z "$(docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT")"
+check "no stand-alone test container left" test -z "$(docker ps -aq --filter "name=$PROJECT-")"
+
+###########################################################################
+TOTAL_SECONDS=$(( $(date +%s) - START_TS ))
+say "summary"
+printf 'images (MB): order-api %s, order-service %s, notification-service %s\n' \
+    "${SIZE_MB[order-api]:-?}" "${SIZE_MB[order-service]:-?}" "${SIZE_MB[notification-service]:-?}"
+printf 'start-to-ready (ms, best of 3): order-api %s, order-service %s, notification-service %s\n' \
+    "${READY_MS[order-api]:-?}" "${READY_MS[order-service]:-?}" "${READY_MS[notification-service]:-?}"
+printf 'build (s): order-api %s, order-service %s, notification-service %s; stand-ins %ss; stack up %ss\n' \
+    "${BUILD_SECONDS[order-api]:-?}" "${BUILD_SECONDS[order-service]:-?}" "${BUILD_SECONDS[notification-service]:-?}" \
+    "$STANDIN_SECONDS" "${UP_SECONDS:-?}"
+[[ -s "$WORK/summary.json" ]] && printf 'orders: %s\n' "$(python3 -c "import json; d=json.load(open('$WORK/summary.json')); print(', '.join(f'{k}={d[k]}' for k in ('orders_sent','accepted','confirmed','rejected','notified','duplicate_webhook_posts','retried_then_accepted','responses')))")"
+for f in "${FAILURES[@]}"; do printf 'failed: %s\n' "$f"; done
+printf 'total time: %ss\n' "$TOTAL_SECONDS"
+FINISHED=1
+printf 'docker: %s passed, %s failed\n' "$PASSED" "$FAILED"
+((FAILED == 0))
