@@ -62,6 +62,7 @@ rootfs_tarball() {
     if [[ ! -s "$tarball" ]]; then
         command -v debootstrap >/dev/null || {
             log "installing debootstrap"
+            apt-get update -qq
             DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
         }
         local mirror root

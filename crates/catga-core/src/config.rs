@@ -304,8 +304,9 @@ impl CommonSettings {
     }
 }
 
-/// How to reach NATS and how the JetStream topology is shaped.
-#[derive(Debug, Clone)]
+/// How to reach NATS and how the JetStream topology is shaped. Server URLs
+/// may carry credentials: `Debug` and [`NatsSettings::redacted_servers`] hide them.
+#[derive(Clone)]
 pub struct NatsSettings {
     pub servers: Vec<String>,
     pub queue_group: String,
@@ -313,6 +314,18 @@ pub struct NatsSettings {
     pub ack_wait: Duration,
     /// Deliveries before a message is dead-lettered (`Catga__MaxRetryAttempts`).
     pub max_deliver: i64,
+}
+
+impl fmt::Debug for NatsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsSettings")
+            .field("servers", &self.redacted_servers())
+            .field("queue_group", &self.queue_group)
+            .field("stream_replicas", &self.stream_replicas)
+            .field("ack_wait", &self.ack_wait)
+            .field("max_deliver", &self.max_deliver)
+            .finish()
+    }
 }
 
 impl Default for NatsSettings {
@@ -329,6 +342,21 @@ impl Default for NatsSettings {
 }
 
 impl NatsSettings {
+    /// The server URLs with any password or token replaced by `***`, for logs.
+    pub fn redacted_servers(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .map(|server| match url::Url::parse(server) {
+                Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+                    let _ = url.set_username("***");
+                    let _ = url.set_password(None);
+                    url.to_string()
+                }
+                _ => server.clone(),
+            })
+            .collect()
+    }
+
     pub const DEFAULT_URL: &'static str = "nats://127.0.0.1:4222";
 
     /// Reads NATS settings; `None` when `NATS__Url` is unset and `required` is false.
@@ -650,6 +678,19 @@ mod tests {
         assert_eq!(nats.servers[1], "nats://nats-1.nats:4222");
         assert_eq!(nats.queue_group, "order-processing");
         assert_eq!(nats.max_deliver, 5);
+
+        let env = Env::from_pairs([(
+            "NATS__Url",
+            "nats://app:s3cret@nats:4222,nats://token@n2:4222",
+        )]);
+        let nats = NatsSettings::from_env(&env, true)
+            .expect("valid")
+            .expect("set");
+        let shown = format!("{:?} {:?}", nats, nats.redacted_servers());
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("token"),
+            "{shown}"
+        );
 
         assert!(
             NatsSettings::from_env(&Env::default(), false)

@@ -214,7 +214,7 @@ impl Connections {
             shutdown.clone(),
         ));
         tokio::spawn(watch_health(health.clone(), shutdown.clone()));
-        tracing::info!(nats = ?nats.servers, redis = %redis, "{service} started");
+        tracing::info!(nats = ?nats.redacted_servers(), redis = %redis, "{service} started");
         Ok(Self {
             broker,
             redis: redis_conn,
