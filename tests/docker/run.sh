@@ -315,7 +315,7 @@ sys.exit(0 if all(sum(up.get(j, [])) >= n for j, n in need.items()) else 1)'; th
     done
     return 1
 }
-check "Prometheus (observability/prometheus) scrapes order-api, 3 order-service replicas, notification-service" prom_up
+check "Prometheus (docker/observability/prometheus) scrapes order-api, 3 order-service replicas, notification-service" prom_up
 
 ###########################################################################
 say "4. orders under failures: $ORDERS orders, one NATS node and one order-service replica stopped mid-load"

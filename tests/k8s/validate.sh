@@ -86,7 +86,7 @@ step "promtool"
 # so it cannot parse the kubernetes_sd_configs of prometheus-config
 # (tests/manifests checks that configuration instead).
 if command -v promtool >/dev/null; then
-  promtool check rules observability/prometheus/alerts.yml
+  promtool check rules docker/observability/prometheus/alerts.yml
 else
   echo "promtool not installed (apt-get install prometheus): skipped"
 fi

@@ -222,18 +222,18 @@ fn generated_files_are_byte_identical_to_their_sources() {
     // Alert rules and dashboards: the ConfigMaps carry the files verbatim.
     let generated = model::load_file(&root.join("k8s/29-monitoring-generated.yml"));
     let rules = find(&generated, "ConfigMap", "prometheus-rules");
-    let source = std::fs::read_to_string(root.join("observability/prometheus/alerts.yml"))
-        .expect("observability/prometheus/alerts.yml");
+    let source = std::fs::read_to_string(root.join("docker/observability/prometheus/alerts.yml"))
+        .expect("docker/observability/prometheus/alerts.yml");
     assert_eq!(
         rules.value["data"]["alerts.yml"].as_str(),
         Some(source.as_str()),
-        "prometheus-rules differs from observability/prometheus/alerts.yml: run k8s/tools/sync.sh"
+        "prometheus-rules differs from docker/observability/prometheus/alerts.yml: run k8s/tools/sync.sh"
     );
     let dashboards = find(&generated, "ConfigMap", "grafana-dashboards");
     let data = dashboards.value["data"].as_object().expect("data");
-    let dir = root.join("observability/grafana/dashboards");
+    let dir = root.join("docker/observability/grafana/dashboards");
     let mut sources = BTreeSet::new();
-    for entry in std::fs::read_dir(&dir).expect("observability/grafana/dashboards") {
+    for entry in std::fs::read_dir(&dir).expect("docker/observability/grafana/dashboards") {
         let path = entry.expect("entry").path();
         if path.extension().and_then(|e| e.to_str()) != Some("json") {
             continue;
@@ -257,7 +257,7 @@ fn generated_files_are_byte_identical_to_their_sources() {
     assert_eq!(
         data.keys().cloned().collect::<BTreeSet<_>>(),
         sources,
-        "grafana-dashboards holds exactly the dashboards of observability/grafana/dashboards"
+        "grafana-dashboards holds exactly the dashboards of docker/observability/grafana/dashboards"
     );
 
     // The kustomize base: byte-identical copies of the top-level manifests.

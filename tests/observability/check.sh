@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Static checks of observability/: the Prometheus rule file and configuration
+# Static checks of docker/observability/: the Prometheus rule file and configuration
 # (promtool check), the alert unit tests (promtool test rules), the dashboard
 # and provisioning files (valid JSON / YAML). Installs Debian's `prometheus`
 # package (which brings promtool and the prometheus binary the Rust test
@@ -34,13 +34,13 @@ step() { # description command...
     fi
 }
 
-step "promtool check rules" promtool check rules observability/prometheus/alerts.yml
-step "promtool check config" promtool check config observability/prometheus/prometheus.yml
-step "promtool test rules" promtool test rules observability/prometheus/alerts.test.yml
+step "promtool check rules" promtool check rules docker/observability/prometheus/alerts.yml
+step "promtool check config" promtool check config docker/observability/prometheus/prometheus.yml
+step "promtool test rules" promtool test rules docker/observability/prometheus/alerts.test.yml
 
 json_ok() {
     local status=0
-    for f in observability/grafana/dashboards/*.json; do
+    for f in docker/observability/grafana/dashboards/*.json; do
         python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d.get("uid") and d.get("panels"), "no uid or panels"' "$f" \
             && echo "  $f: valid JSON" || status=1
     done
@@ -53,7 +53,7 @@ else
 fi
 
 if [ -x k8s/tools/sync.sh ] && command -v kubectl >/dev/null 2>&1; then
-    step "k8s ConfigMaps generated from observability/ are up to date" k8s/tools/sync.sh --check
+    step "k8s ConfigMaps generated from docker/observability/ are up to date" k8s/tools/sync.sh --check
 fi
 
 if [ "$failed" -ne 0 ]; then

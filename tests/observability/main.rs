@@ -1,4 +1,4 @@
-//! Observability (observability/) held against the code and a real Prometheus.
+//! Observability (docker/observability/) held against the code and a real Prometheus.
 //!
 //! Static: every metric the Grafana dashboard and the alert rules refer to is
 //! one of `catga_core::contracts::metrics`, the dashboard is provisionable and
@@ -89,7 +89,7 @@ fn yaml(relative: &str) -> Value {
 }
 
 fn dashboard() -> Value {
-    serde_json::from_str(&read("observability/grafana/dashboards/catga.json"))
+    serde_json::from_str(&read("docker/observability/grafana/dashboards/catga.json"))
         .expect("catga.json is JSON")
 }
 
@@ -191,7 +191,7 @@ fn dashboard_queries(dashboard: &Value) -> Vec<(String, String)> {
 
 /// The alert rules: `(name, rule)`.
 fn alert_rules() -> Vec<(String, Value)> {
-    let rules = yaml("observability/prometheus/alerts.yml");
+    let rules = yaml("docker/observability/prometheus/alerts.yml");
     let groups = rules["groups"].as_array().expect("alerts.yml: groups");
     groups
         .iter()
@@ -273,7 +273,7 @@ fn dashboard_is_provisionable_with_the_provisioned_datasources() {
     );
 
     let provisioned = datasources(&read(
-        "observability/grafana/provisioning/datasources/datasources.yml",
+        "docker/observability/grafana/provisioning/datasources/datasources.yml",
     ));
     assert_eq!(
         provisioned.get("prometheus").map(String::as_str),
@@ -327,7 +327,7 @@ fn dashboard_is_provisionable_with_the_provisioned_datasources() {
     // The dashboard provider loads the folder Kubernetes mounts the generated
     // ConfigMap at, and Kubernetes provisions exactly these files (generated
     // from them by k8s/tools/sync.sh).
-    let provider = yaml("observability/grafana/provisioning/dashboards/dashboards.yml");
+    let provider = yaml("docker/observability/grafana/provisioning/dashboards/dashboards.yml");
     let path = provider["providers"][0]["options"]["path"]
         .as_str()
         .expect("providers[0].options.path");
@@ -339,7 +339,7 @@ fn dashboard_is_provisionable_with_the_provisioned_datasources() {
     assert_eq!(
         datasources(k8s["datasources.yml"].as_str().expect("datasources.yml")),
         provisioned,
-        "observability/grafana/provisioning/datasources/datasources.yml and ConfigMap \
+        "docker/observability/grafana/provisioning/datasources/datasources.yml and ConfigMap \
          grafana-provisioning of k8s/29-monitoring-generated.yml disagree (run k8s/tools/sync.sh)"
     );
 }
@@ -351,7 +351,7 @@ fn alert_rules_refer_only_to_exported_metrics_and_are_documented_and_tested() {
     for required in REQUIRED_ALERTS {
         assert!(names.contains(required), "alerts.yml lacks {required}");
     }
-    let tests = read("observability/prometheus/alerts.test.yml");
+    let tests = read("docker/observability/prometheus/alerts.test.yml");
     let docs = read("docs/observability.md");
     for (name, rule) in &rules {
         let expr = rule["expr"].as_str().expect("expr");
@@ -399,7 +399,7 @@ fn alert_rules_refer_only_to_exported_metrics_and_are_documented_and_tested() {
     let generated = k8s_configmap("k8s/29-monitoring-generated.yml", "prometheus-rules");
     assert_eq!(
         generated["alerts.yml"].as_str(),
-        Some(read("observability/prometheus/alerts.yml").as_str()),
+        Some(read("docker/observability/prometheus/alerts.yml").as_str()),
         "k8s/29-monitoring-generated.yml is stale: run k8s/tools/sync.sh"
     );
 }
@@ -586,7 +586,7 @@ async fn prometheus_scrapes_the_services_and_the_guide_queries_return_data() {
         .collect();
     let config = json!({
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [root().join("observability/prometheus/alerts.yml")],
+        "rule_files": [root().join("docker/observability/prometheus/alerts.yml")],
         "scrape_configs": [{
             "job_name": "catga-pods",
             "static_configs": targets,
