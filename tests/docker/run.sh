@@ -3,20 +3,24 @@
 # docker/compose.yaml, on a machine whose Docker engine has no registry.
 #
 #   1. makes local stand-ins for every base image they name (standins.sh);
-#   2. builds the three images with the commands docs/containers.md gives and
-#      checks each: non-root, read-only root filesystem, no shell, size,
-#      labels, answers /health;
+#   2. builds the images with the commands docs/containers.md gives (the three
+#      services and loadgen) and checks each: non-root, read-only root
+#      filesystem, no shell, size, labels; the services answer /health,
+#      loadgen runs and refuses bad arguments with status 2;
 #   3. brings the Compose stack up (not the observability profile's Grafana
-#      and Jaeger, which cannot be made locally; Prometheus is), places orders
-#      while one NATS node and one order-service replica are stopped, and
-#      checks that every accepted order is confirmed (or rejected) and
-#      notified;
-#   4. tears everything down and checks that no container, network or volume
+#      and Jaeger, which cannot be made locally; Prometheus is);
+#   4. drives it with the loadgen image on the stack's network (fixed rate,
+#      every order followed to its final state);
+#   5. places orders while one NATS node and one order-service replica are
+#      stopped, and checks that every accepted order is confirmed (or
+#      rejected) and notified;
+#   6. tears everything down and checks that no container, network or volume
 #      of its project is left.
 #
 # Usage: bash tests/docker/run.sh        (as root or a docker group member)
 # Env:   CATGA_DOCKER_CACHE  cache folder (default /var/cache/catga-docker-test)
 #        CATGA_IT_ORDERS     orders to place (default 300)
+#        CATGA_IT_LOADGEN    loadgen's options for step 4 (default --rate 20 --duration 10s)
 #        CATGA_IT_KEEP=1     leave the stack up on failure, for debugging
 # Prints one line per check and closes with "N passed, N failed".
 set -euo pipefail
@@ -100,7 +104,9 @@ wait_http() {  # wait_http URL SECONDS -> 0 when 200 within the time
 }
 
 declare -A PORT=([order-api]=8080 [order-service]=8081 [notification-service]=8082)
+# Long-running services (health endpoint, HEALTHCHECK, ports) and batch tools.
 SERVICES=(order-api order-service notification-service)
+TOOLS=(loadgen)
 VERSION="$(grep -m1 -E '^version *=' Cargo.toml | sed -E 's/.*"(.*)".*/\1/')"
 
 ###########################################################################
@@ -126,7 +132,12 @@ done
 ###########################################################################
 say "2. images: built with the commands of docs/containers.md"
 mapfile -t BUILD_CMDS < <(grep -E '^docker build -f docker/[a-z-]+/Dockerfile ' docs/containers.md)
-check "docs/containers.md gives one build command per service" test "${#BUILD_CMDS[@]}" -eq 3
+check "docs/containers.md gives one build command per image (${#BUILD_CMDS[@]})" \
+    test "${#BUILD_CMDS[@]}" -eq $((${#SERVICES[@]} + ${#TOOLS[@]}))
+for image in "${SERVICES[@]}" "${TOOLS[@]}"; do
+    check "docs/containers.md builds catga/$image:$VERSION from docker/$image/Dockerfile" \
+        bash -c "printf '%s\n' \"\$@\" | grep -q -- '-f docker/$image/Dockerfile -t catga/$image:$VERSION '" _ "${BUILD_CMDS[@]}"
+done
 declare -A BUILD_SECONDS
 BEFORE_BUILD="$(docker ps -aq)"
 for cmd in "${BUILD_CMDS[@]}"; do
@@ -189,6 +200,30 @@ for svc in "${SERVICES[@]}"; do
     docker rm -f "$name" >/dev/null
 done
 STANDALONE=()
+
+# loadgen: a batch tool, so no port, no health check; it must run read-only
+# as 65532 and tell a usage error (status 2) from a failed run (status 1).
+LOADGEN="catga/loadgen:$VERSION"
+if docker image inspect "$LOADGEN" >/dev/null 2>&1; then
+    user="$(docker image inspect -f '{{.Config.User}}' "$LOADGEN")"
+    check "loadgen: runs as uid 65532 ($user)" bash -c "[[ '$user' =~ ^65532(:65532)?$ ]]"
+    check "loadgen: binary is the entrypoint" \
+        test "$(docker image inspect -f '{{json .Config.Entrypoint}}' "$LOADGEN")" = '["/usr/local/bin/loadgen"]'
+    check "loadgen: OCI labels" bash -c "docker image inspect -f '{{json .Config.Labels}}' '$LOADGEN' | grep -q '\"org.opencontainers.image.title\":\"loadgen\"' && docker image inspect -f '{{json .Config.Labels}}' '$LOADGEN' | grep -q '\"org.opencontainers.image.version\":\"$VERSION\"'"
+    check "loadgen: no health check, no exposed port (a batch job)" \
+        test "$(docker image inspect -f '{{json .Config.Healthcheck}} {{json .Config.ExposedPorts}}' "$LOADGEN")" = "null null"
+    check "loadgen: no shell in the image" bash -c "! docker run --rm --entrypoint /bin/sh '$LOADGEN' -c true"
+    check "loadgen: no compiler in the image" bash -c "! docker run --rm --entrypoint /usr/bin/cc '$LOADGEN' --version"
+    size=$(docker image inspect -f '{{.Size}}' "$LOADGEN")
+    SIZE_MB[loadgen]=$(awk -v s="$size" 'BEGIN {printf "%.1f", s/1000000}')
+    check "loadgen: image is under 40 MB (${SIZE_MB[loadgen]} MB)" test "$size" -lt 40000000
+    check "loadgen: --version runs read-only without capabilities" bash -c \
+        "docker run --rm --read-only --cap-drop ALL --security-opt no-new-privileges '$LOADGEN' --version | grep -qx 'loadgen $VERSION'"
+    check "loadgen: a usage error exits 2" bash -c \
+        "docker run --rm --read-only '$LOADGEN' orders --rate 10 --concurrency 2; test \$? -eq 2"
+else
+    fail "$LOADGEN exists"
+fi
 
 ###########################################################################
 say "3. Compose stack ($PROJECT, ${COMPOSE[*]})"
@@ -318,7 +353,44 @@ sys.exit(0 if all(sum(up.get(j, [])) >= n for j, n in need.items()) else 1)'; th
 check "Prometheus (docker/observability/prometheus) scrapes order-api, 3 order-service replicas, notification-service" prom_up
 
 ###########################################################################
-say "4. orders under failures: $ORDERS orders, one NATS node and one order-service replica stopped mid-load"
+# The image as docs/containers.md runs it: on the stack's network, by
+# service name, read-only. Exit 0 means every order was accepted and final.
+read -r -a LOADGEN_ARGS <<<"${CATGA_IT_LOADGEN:---rate 20 --duration 10s}"
+say "4. loadgen drives the stack: orders ${LOADGEN_ARGS[*]}"
+lg_cmd=(docker run --rm --name "$PROJECT-loadgen" --network "$NETWORK" --read-only --cap-drop ALL
+        --security-opt no-new-privileges "$LOADGEN"
+        orders --url http://order-api:8080 "${LOADGEN_ARGS[@]}" --json)
+echo "\$ ${lg_cmd[*]}"
+STANDALONE+=("$PROJECT-loadgen")
+t=$SECONDS
+LG_RC=0
+"${lg_cmd[@]}" >"$WORK/loadgen.json" 2>"$WORK/loadgen.log" || LG_RC=$?
+LOADGEN_SECONDS=$((SECONDS - t))
+STANDALONE=()
+tail -n 3 "$WORK/loadgen.log"
+check "loadgen exits 0: every order accepted and final (exit $LG_RC, ${LOADGEN_SECONDS}s)" test "$LG_RC" -eq 0
+LG_SUMMARY="$(python3 - "$WORK/loadgen.json" <<'PY' 2>>"$WORK/checks.log" || true
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(d["sent"], d["accepted"], d["completed"], sum(d["errors"].values()),
+      f'sent={d["sent"]} accepted={d["accepted"]} completed={d["completed"]} '
+      f'final={d["final_states"]} errors={d["errors"]} accepted/s={d["accepted_per_s"]:.1f} '
+      f'p99 acceptance={d["acceptance"]["p99_ms"]:.1f}ms '
+      f'p99 end-to-end={(d.get("end_to_end") or {}).get("p99_ms", 0):.1f}ms')
+PY
+)"
+if read -r LG_SENT LG_ACCEPTED LG_COMPLETED LG_ERRORS LG_TEXT <<<"$LG_SUMMARY" && [[ -n "$LG_TEXT" ]]; then
+    echo "loadgen: $LG_TEXT"
+    check "loadgen placed orders ($LG_SENT)" test "$LG_SENT" -gt 0
+    check "loadgen: every order sent was accepted and completed ($LG_ACCEPTED accepted, $LG_COMPLETED completed of $LG_SENT, $LG_ERRORS errors)" \
+        test "$LG_ACCEPTED" -eq "$LG_SENT" -a "$LG_COMPLETED" -eq "$LG_ACCEPTED" -a "$LG_ERRORS" -eq 0
+else
+    cat "$WORK/loadgen.json" "$WORK/loadgen.log" | tail -n 20
+    fail "loadgen printed its JSON summary"
+fi
+
+###########################################################################
+say "5. orders under failures: $ORDERS orders, one NATS node and one order-service replica stopped mid-load"
 SINK_PORT="$(compose port webhook-sink 9000 | sed 's/.*://')"
 # The NATS node that leads the order-commands stream, so that stopping it
 # forces a leader election mid-load (nats-1 if that cannot be read).
@@ -360,7 +432,7 @@ check "the stack is healthy again after the restarts" all_healthy 90
 check "the NATS node rejoined the cluster" nats_cluster_ok
 
 ###########################################################################
-say "5. teardown"
+say "6. teardown"
 teardown
 check "no container of $PROJECT left" test -z "$(project_containers)"
 check "no network of $PROJECT left" test -z "$(docker network ls -q --filter "label=com.docker.compose.project=$PROJECT")"
@@ -370,13 +442,14 @@ check "no stand-alone test container left" test -z "$(docker ps -aq --filter "na
 ###########################################################################
 TOTAL_SECONDS=$(( $(date +%s) - START_TS ))
 say "summary"
-printf 'images (MB): order-api %s, order-service %s, notification-service %s\n' \
-    "${SIZE_MB[order-api]:-?}" "${SIZE_MB[order-service]:-?}" "${SIZE_MB[notification-service]:-?}"
+printf 'images (MB): order-api %s, order-service %s, notification-service %s, loadgen %s\n' \
+    "${SIZE_MB[order-api]:-?}" "${SIZE_MB[order-service]:-?}" "${SIZE_MB[notification-service]:-?}" "${SIZE_MB[loadgen]:-?}"
 printf 'start-to-ready (ms, best of 3): order-api %s, order-service %s, notification-service %s\n' \
     "${READY_MS[order-api]:-?}" "${READY_MS[order-service]:-?}" "${READY_MS[notification-service]:-?}"
-printf 'build (s): order-api %s, order-service %s, notification-service %s; stand-ins %ss; stack up %ss\n' \
+printf 'build (s): order-api %s, order-service %s, notification-service %s, loadgen %s; stand-ins %ss; stack up %ss\n' \
     "${BUILD_SECONDS[order-api]:-?}" "${BUILD_SECONDS[order-service]:-?}" "${BUILD_SECONDS[notification-service]:-?}" \
-    "$STANDIN_SECONDS" "${UP_SECONDS:-?}"
+    "${BUILD_SECONDS[loadgen]:-?}" "$STANDIN_SECONDS" "${UP_SECONDS:-?}"
+[[ -n "${LG_TEXT:-}" ]] && printf 'loadgen (%ss): %s\n' "${LOADGEN_SECONDS:-?}" "$LG_TEXT"
 [[ -s "$WORK/summary.json" ]] && printf 'orders: %s\n' "$(python3 -c "import json; d=json.load(open('$WORK/summary.json')); print(', '.join(f'{k}={d[k]}' for k in ('orders_sent','accepted','confirmed','rejected','notified','duplicate_webhook_posts','retried_then_accepted','responses')))")"
 for f in "${FAILURES[@]}"; do printf 'failed: %s\n' "$f"; done
 printf 'total time: %ss\n' "$TOTAL_SECONDS"

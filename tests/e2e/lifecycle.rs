@@ -7,7 +7,7 @@ use catga_tests::{Api, Service, System, binary, eventually, free_port};
 
 #[tokio::test]
 async fn redis_outage_is_survived_without_a_restart() {
-    let mut system = System::start().await;
+    let system = System::start().await;
     let api = system.client();
     system.redis.0.process.kill();
 
@@ -49,7 +49,7 @@ async fn redis_outage_is_survived_without_a_restart() {
 
 #[tokio::test]
 async fn nats_restart_is_survived_without_a_restart() {
-    let mut system = System::start().await;
+    let system = System::start().await;
     let api = system.client();
     system.nats.0.process.kill();
     eventually(

@@ -5,6 +5,7 @@
 //! binaries first.
 
 mod lifecycle;
+mod loadgen;
 mod messaging;
 mod orders;
 mod tracing;

@@ -348,11 +348,12 @@ async fn chaos(
     cluster.nats.nodes[1].process.kill();
     pause(3000).await;
     note("restart NATS node 1".into());
-    restart_nats_node(&cluster, 1).await;
+    // Same port and JetStream directory.
+    cluster.nats.nodes[1].restart().await;
 
     pause(1500).await;
     note("kill -9 Redis (AOF, fsync always), restart".into());
-    restart_redis(&cluster).await;
+    cluster.redis.0.restart().await;
 
     pause(1500).await;
     note("kill -9 order-api replica 1 mid-load, start a new one".into());
@@ -399,20 +400,6 @@ async fn chaos(
         "republished {duplicates} accepted commands under new message ids"
     ));
     (poison, duplicates)
-}
-
-async fn restart_nats_node(cluster: &Cluster, index: usize) {
-    // The node keeps its port and JetStream directory.
-    let node = &cluster.nats.nodes[index];
-    node.process.start_again();
-    catga_tests::wait_for_port(node.port, Duration::from_secs(10)).await;
-}
-
-async fn restart_redis(cluster: &Cluster) {
-    cluster.redis.0.process.kill();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    cluster.redis.0.process.start_again();
-    catga_tests::wait_for_port(cluster.redis.0.port, Duration::from_secs(10)).await;
 }
 
 /// Every order in the store, newest first.
@@ -762,7 +749,7 @@ async fn a_command_that_crashes_every_delivery_is_dead_lettered() {
     let command: Value = serde_json::from_slice(&letter.payload).expect("the original command");
     assert_eq!(command["orderId"], order_id.as_str());
     // The work queue no longer holds it.
-    let mut commands = js
+    let commands = js
         .get_stream(streams::ORDER_COMMANDS)
         .await
         .expect("stream");
@@ -775,7 +762,6 @@ async fn a_command_that_crashes_every_delivery_is_dead_lettered() {
         },
     )
     .await;
-    let _ = commands.info().await;
     let dead_lettered =
         catga_tests::metric_total(&system.order_services, "catga_dead_letters_total{").await;
     assert_eq!(dead_lettered, 1.0);

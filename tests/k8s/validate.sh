@@ -56,7 +56,8 @@ for overlay in base dev production; do
 done
 k8s/tools/create-secrets.sh --print > "$out/catga-secrets.example.yml"
 
-manifests=(k8s/*.yml k8s/tools/toolbox.yml "$out/dev.yml" "$out/production.yml")
+# k8s/tools/*.yml: the on-demand workloads (toolbox pod, load generator Job).
+manifests=(k8s/*.yml k8s/tools/*.yml "$out/dev.yml" "$out/production.yml")
 
 step "kubernetes-validate --strict"
 for v in $K8S_VERSIONS; do

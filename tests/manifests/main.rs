@@ -4,10 +4,11 @@
 //! constants and the services' own settings parsers: probe paths and ports,
 //! env var names and values, image names, selectors, HPA targets,
 //! NetworkPolicy flows, security contexts, graceful termination, the guide's
-//! numbers, and the generated copies (one source of truth). `runtime.rs`
-//! then starts the three binaries with the environment the manifests give
-//! them, against a local 3-node NATS cluster and Redis, and waits for the
-//! declared readiness probe.
+//! numbers, the generated copies (one source of truth) and the on-demand
+//! load generator Job (k8s/tools/loadgen.yml). `runtime.rs` then starts the
+//! three binaries with the environment the manifests give them, against a
+//! local 3-node NATS cluster and Redis, waits for the declared readiness
+//! probe, and runs loadgen against them with the Job's settings.
 //!
 //! Run: `cargo build --workspace --bins && cargo test -p catga-tests --test manifests`.
 
@@ -319,7 +320,7 @@ fn images_are_what_the_docker_build_produces_and_pinned() {
         }
     }
     let mut with_tools = all.clone();
-    with_tools.extend(model::load_file(&root().join("k8s/tools/toolbox.yml")));
+    with_tools.extend(model::tool_objects());
     for o in with_tools.iter().filter(|o| o.is_workload()) {
         for c in model::all_containers(o.pod()) {
             let image = c["image"].as_str().expect("image");
@@ -739,7 +740,7 @@ fn numbers_are_the_guides() {
 #[test]
 fn every_pod_is_locked_down() {
     let mut all = objects();
-    all.extend(model::load_file(&root().join("k8s/tools/toolbox.yml")));
+    all.extend(model::tool_objects());
     for w in all.iter().filter(|o| o.is_workload()) {
         let spec = &w.pod()["spec"];
         let what = w.describe();
@@ -808,7 +809,7 @@ fn pod_label_sets(w: &Object) -> Vec<BTreeMap<String, String>> {
 }
 
 fn k8s_is_long_running(w: &Object, c: &Value) -> bool {
-    w.kind() != "Pod"
+    !w.runs_once()
         && w.pod()["spec"]["containers"]
             .as_array()
             .is_some_and(|cs| cs.iter().any(|x| x["name"] == c["name"]))
@@ -1032,6 +1033,175 @@ fn network_policies_allow_exactly_the_needed_flows() {
         ingress[0]["ports"],
         serde_json::json!([{"protocol": "TCP", "port": order_api::config::DEFAULT_PORT}])
     );
+}
+
+/// The load generator Job (k8s/tools/loadgen.yml) and the variables it is
+/// configured with (loadgen's `LOADGEN_*` settings).
+pub const LOADGEN: &str = "loadgen";
+pub const LOADGEN_URL: &str = "LOADGEN_URL";
+pub const LOADGEN_DURATION: &str = "LOADGEN_DURATION";
+/// loadgen's `--follow-timeout` default: how long the run may go on after
+/// the last order was placed.
+const LOADGEN_FOLLOW_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A loadgen duration as the Job writes it: `90s`, `5m`, `1h`.
+fn job_duration(text: &str) -> Duration {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().unwrap_or_else(|_| panic!("duration {text:?}"));
+    Duration::from_secs(match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        _ => panic!("duration {text:?}: use s, m or h"),
+    })
+}
+
+#[test]
+fn loadgen_job_runs_the_image_against_the_order_api_service_once() {
+    let all = objects();
+    let tools = model::tool_objects();
+    let job = find(&tools, "Job", LOADGEN);
+    let what = job.describe();
+    assert!(
+        !all.iter().any(|o| o.kind() == "Job"),
+        "no Job in k8s/: `kubectl apply -f k8s/` would start it on every deploy"
+    );
+    assert_eq!(job.namespace(), Some(model::NAMESPACE), "{what}");
+
+    // The image docker/loadgen/Dockerfile builds, its entrypoint running `orders`.
+    let container = model::main_container(job);
+    let expected = format!("catga/loadgen:{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(container["image"], expected.as_str(), "{what}");
+    let dockerfile = std::fs::read_to_string(root().join("docker/loadgen/Dockerfile"))
+        .expect("docker/loadgen/Dockerfile");
+    assert!(
+        dockerfile.contains(&format!("-t {expected} .")),
+        "docker/loadgen/Dockerfile does not build {expected}"
+    );
+    assert!(dockerfile.contains(r#"ENTRYPOINT ["/usr/local/bin/loadgen"]"#));
+    assert!(
+        container["command"].is_null(),
+        "{what}: the image's entrypoint runs"
+    );
+    assert_eq!(container["args"][0], "orders", "{what}");
+
+    // Runs once: no retry, a deadline past the run, cleaned up afterwards.
+    let spec = job.spec();
+    assert_eq!(
+        spec["backoffLimit"], 0,
+        "{what}: a failed load test is not retried"
+    );
+    assert_eq!(job.pod()["spec"]["restartPolicy"], "Never", "{what}");
+    assert!(
+        spec["ttlSecondsAfterFinished"]
+            .as_u64()
+            .is_some_and(|t| t >= 600),
+        "{what}: keep the finished Job (and its log) a while, then delete it"
+    );
+    let env = model::env_of(container);
+    assert!(env.secrets.is_empty(), "{what}: needs no secret");
+    let cli = std::fs::read_to_string(root().join("crates/loadgen/src/cli.rs"))
+        .expect("crates/loadgen/src/cli.rs");
+    for name in env.values.keys() {
+        assert!(
+            cli.contains(&format!("env = \"{name}\"")),
+            "{what}: loadgen reads no {name}"
+        );
+    }
+    let run = job_duration(
+        env.values
+            .get(LOADGEN_DURATION)
+            .unwrap_or_else(|| panic!("{what}: {LOADGEN_DURATION} is set")),
+    );
+    let deadline = Duration::from_secs(
+        spec["activeDeadlineSeconds"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{what}: activeDeadlineSeconds")),
+    );
+    assert!(
+        deadline > run + LOADGEN_FOLLOW_TIMEOUT,
+        "{what}: the deadline {deadline:?} must outlast the run {run:?} and the follow-up of its last orders {LOADGEN_FOLLOW_TIMEOUT:?}"
+    );
+
+    // Its URL is the order-api Service, by name and port, which leads to order-api's pods.
+    let url = url::Url::parse(&env.values[LOADGEN_URL]).expect("LOADGEN_URL is a URL");
+    assert_eq!(url.scheme(), "http");
+    let host = url.host_str().expect("host");
+    let (name, domain) = host.split_once('.').unwrap_or((host, ""));
+    assert!(
+        domain.is_empty()
+            || domain == model::NAMESPACE
+            || domain == format!("{}.svc.cluster.local", model::NAMESPACE),
+        "{url}: a Service of {}",
+        model::NAMESPACE
+    );
+    assert_eq!(name, services::ORDER_API, "{url}: the order-api Service");
+    let service = find(&all, "Service", name);
+    let port = url.port_or_known_default().expect("port");
+    let service_port = service.spec()["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|p| p["port"].as_u64() == Some(u64::from(port)))
+        .unwrap_or_else(|| panic!("{url}: Service {name} has no port {port}"));
+    let api = find(&all, "Deployment", services::ORDER_API);
+    assert!(selects(&service.spec()["selector"], &labels(api.pod())));
+    let pod_port = resolve_port(model::main_container(api), &service_port["targetPort"])
+        .expect("the Service's targetPort is an order-api container port");
+    assert_eq!(pod_port, order_api::config::DEFAULT_PORT);
+
+    // The NetworkPolicies: DNS and order-api's port, nothing else; nothing in.
+    let policies: Vec<&Object> = all
+        .iter()
+        .chain(&tools)
+        .filter(|o| o.kind() == "NetworkPolicy")
+        .collect();
+    let me = labels(job.pod());
+    assert_eq!(me["app"], LOADGEN);
+    let dns = find(&all, "NetworkPolicy", "allow-dns-egress");
+    assert!(selects(&dns.spec()["podSelector"], &me), "DNS egress");
+    assert!(
+        policy_allows(&policies, &me, &labels(api.pod()), pod_port),
+        "the NetworkPolicies block loadgen -> order-api:{pod_port}"
+    );
+    // Its own policy, egress side alone (others' ingress rules aside): order-api only.
+    let own = find(&tools, "NetworkPolicy", LOADGEN);
+    assert!(selects(&own.spec()["podSelector"], &me));
+    assert_eq!(
+        own.spec()["egress"],
+        serde_json::json!([{
+            "to": [{"podSelector": {"matchLabels": {"app": services::ORDER_API}}}],
+            "ports": [{"protocol": "TCP", "port": pod_port}],
+        }]),
+        "{}",
+        own.describe()
+    );
+    for w in all.iter().filter(|o| o.is_workload()) {
+        let ports: BTreeSet<u16> = model::all_containers(w.pod())
+            .iter()
+            .flat_map(|c| c["ports"].as_array().into_iter().flatten())
+            .filter_map(|p| p["containerPort"].as_u64())
+            .map(|p| u16::try_from(p).expect("port"))
+            .chain([pod_port])
+            .collect();
+        for port in ports {
+            if w.name() != services::ORDER_API || port != pod_port {
+                assert!(
+                    !policy_allows(&policies, &me, &labels(w.pod()), port),
+                    "loadgen may reach {}:{port}; it needs order-api:{pod_port} only",
+                    w.describe()
+                );
+            }
+            assert!(
+                !policy_allows(&policies, &labels(w.pod()), &me, port),
+                "{} may connect to loadgen",
+                w.describe()
+            );
+        }
+    }
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Loading the manifests: every YAML document of `k8s/*.yml` (what
-//! `kubectl apply -f k8s/` applies), with small accessors.
+//! `kubectl apply -f k8s/` applies) and of the on-demand `k8s/tools/*.yml`,
+//! with small accessors.
 
 use std::{
     collections::BTreeMap,
@@ -47,7 +48,11 @@ impl Object {
         }
     }
     pub fn is_workload(&self) -> bool {
-        matches!(self.kind(), "Deployment" | "StatefulSet" | "Pod")
+        matches!(self.kind(), "Deployment" | "StatefulSet" | "Pod" | "Job")
+    }
+    /// Pods that run to completion (no probes, no Service).
+    pub fn runs_once(&self) -> bool {
+        matches!(self.kind(), "Pod" | "Job")
     }
     pub fn describe(&self) -> String {
         format!("{}/{} ({})", self.kind(), self.name(), self.file)
@@ -89,6 +94,18 @@ pub fn manifest_files() -> Vec<PathBuf> {
 /// Every object `kubectl apply -f k8s/` creates, in order.
 pub fn objects() -> Vec<Object> {
     manifest_files().iter().flat_map(|f| load_file(f)).collect()
+}
+
+/// The objects of `k8s/tools/*.yml`: workloads applied on demand (the
+/// toolbox pod, the load generator Job), not by `kubectl apply -f k8s/`.
+pub fn tool_objects() -> Vec<Object> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("k8s/tools"))
+        .expect("k8s/tools/ exists")
+        .map(|e| e.expect("readable entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yml" || e == "yaml"))
+        .collect();
+    files.sort();
+    files.iter().flat_map(|f| load_file(f)).collect()
 }
 
 pub fn find<'a>(objects: &'a [Object], kind: &str, name: &str) -> &'a Object {

@@ -3,7 +3,9 @@
 //! (the manifests ask for 3 stream replicas) and a password-protected Redis;
 //! secrets filled with test values. Each must turn ready on the readiness probe
 //! its manifest declares, answer its liveness probe and metrics path, and stop
-//! within its drain time on SIGTERM.
+//! within its drain time on SIGTERM. In between, loadgen runs with the load
+//! generator Job's arguments and environment (its URL mapped to the local
+//! order-api, a shorter duration): every order must be accepted and final.
 
 use std::{
     collections::BTreeMap,
@@ -13,10 +15,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use catga_core::config::{Env, keys};
+use catga_core::{
+    config::{Env, keys},
+    contracts::services,
+};
 
 use crate::{
-    APPS, manifest_env,
+    APPS, LOADGEN, LOADGEN_DURATION, LOADGEN_URL, manifest_env,
     model::{self, find, objects},
     parse_settings, secret_value,
 };
@@ -132,6 +137,7 @@ async fn services_become_ready_with_the_manifest_environment() {
     };
     let all = objects();
     let binaries: Vec<PathBuf> = APPS.iter().map(|a| binary(a.service)).collect();
+    let loadgen = binary(LOADGEN);
     let mut scratch = Scratch::new();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
@@ -346,6 +352,49 @@ async fn services_become_ready_with_the_manifest_environment() {
             r.service, r.ready, r.live, r.metrics
         );
     }
+
+    // The load generator Job, as Kubernetes would run it but pointed at the
+    // local order-api and for 2 s.
+    let tools = model::tool_objects();
+    let job = find(&tools, "Job", LOADGEN);
+    let container = model::main_container(job);
+    let mut env = model::env_of(container).values;
+    let api_port = running
+        .iter()
+        .find(|r| r.service == services::ORDER_API)
+        .expect("order-api runs")
+        .port;
+    let mut url = url::Url::parse(&env[LOADGEN_URL]).expect("LOADGEN_URL");
+    url.set_host(Some("127.0.0.1")).expect("host");
+    url.set_port(Some(api_port)).expect("port");
+    env.insert(LOADGEN_URL.to_owned(), url.to_string());
+    env.insert(LOADGEN_DURATION.to_owned(), "2s".to_owned());
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("arg"))
+        .collect();
+    eprintln!("running loadgen {} against {url}", args.join(" "));
+    let run = tokio::process::Command::new(&loadgen)
+        .env_clear()
+        .envs(&env)
+        .args(&args)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("loadgen finishes within a minute")
+        .expect("loadgen starts");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "loadgen with the Job's settings exited with {}:\n{stdout}\n{}\n--- order-api ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        scratch.log(services::ORDER_API)
+    );
+    eprintln!("{stdout}");
 
     // SIGTERM: each stops within its drain time (the manifests' grace period is longer).
     for r in &running {

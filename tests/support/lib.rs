@@ -32,14 +32,17 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
-/// The directory holding the workspace's compiled binaries.
+/// The directory holding the workspace's compiled binaries: the one of the
+/// running executable's profile (a test runs from target/<profile>/deps/, a
+/// tool such as the benchmark from target/<profile>/).
 pub fn bin_dir() -> PathBuf {
-    // The test executable lives in target/<profile>/deps/.
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>")
-        .to_path_buf()
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("target/<profile>");
+    if dir.file_name().is_some_and(|name| name == "deps") {
+        dir.parent().expect("target/<profile>").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of a workspace binary, which must have been built (`cargo build --workspace --bins`).
@@ -155,6 +158,11 @@ impl Process {
         *self.child.lock().expect("lock") = Some(child);
     }
 
+    /// The running process's id, if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.lock().expect("lock").as_ref().map(Child::id)
+    }
+
     /// SIGKILL, like a crashed node. Its files stay.
     pub fn kill(&self) {
         if let Some(mut child) = self.child.lock().expect("lock").take() {
@@ -234,7 +242,7 @@ impl Server {
     }
 
     /// Restarts on the same port and data directory (what was persisted survives).
-    pub async fn restart(&mut self) {
+    pub async fn restart(&self) {
         self.process.restart();
         wait_for_port(self.port, Duration::from_secs(10)).await;
     }

@@ -184,10 +184,20 @@ struct MemoryRecord {
     response: Option<StoredResponse>,
 }
 
+#[derive(Default)]
+struct MemoryRecords {
+    records: HashMap<String, MemoryRecord>,
+    swept_at: Option<Instant>,
+}
+
+/// How often the in-memory store drops expired records (lookups already
+/// ignore them; the sweep only bounds memory).
+const SWEEP_PERIOD: Duration = Duration::from_secs(1);
+
 /// Records in process memory, for the embedded mode and tests.
 #[derive(Clone, Default)]
 pub struct MemoryIdempotencyStore {
-    records: Arc<Mutex<HashMap<String, MemoryRecord>>>,
+    records: Arc<Mutex<MemoryRecords>>,
 }
 
 impl MemoryIdempotencyStore {
@@ -196,13 +206,17 @@ impl MemoryIdempotencyStore {
     }
 
     fn with_records<T>(&self, f: impl FnOnce(&mut HashMap<String, MemoryRecord>) -> T) -> T {
-        let mut records = self
+        let mut guard = self
             .records
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let MemoryRecords { records, swept_at } = &mut *guard;
         let now = Instant::now();
-        records.retain(|_, record| record.expires_at > now);
-        f(&mut records)
+        if swept_at.is_none_or(|at| now.duration_since(at) >= SWEEP_PERIOD) {
+            records.retain(|_, record| record.expires_at > now);
+            *swept_at = Some(now);
+        }
+        f(records)
     }
 }
 
@@ -217,32 +231,37 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         ttl: Duration,
     ) -> Result<Claim, StoreError> {
         let now = Instant::now();
-        Ok(self.with_records(|records| match records.get_mut(key) {
-            None => {
-                records.insert(
-                    key.to_owned(),
-                    MemoryRecord {
-                        fingerprint: fingerprint.to_owned(),
+        Ok(self.with_records(|records| {
+            match records
+                .get_mut(key)
+                .filter(|record| record.expires_at > now)
+            {
+                None => {
+                    records.insert(
+                        key.to_owned(),
+                        MemoryRecord {
+                            fingerprint: fingerprint.to_owned(),
+                            resource_id: resource_id.to_owned(),
+                            lease_until: now + lease,
+                            expires_at: now + ttl,
+                            response: None,
+                        },
+                    );
+                    Claim::Acquired {
                         resource_id: resource_id.to_owned(),
-                        lease_until: now + lease,
-                        expires_at: now + ttl,
-                        response: None,
-                    },
-                );
-                Claim::Acquired {
-                    resource_id: resource_id.to_owned(),
+                    }
                 }
-            }
-            Some(record) if record.fingerprint != fingerprint => Claim::Mismatch,
-            Some(MemoryRecord {
-                response: Some(response),
-                ..
-            }) => Claim::Completed(response.clone()),
-            Some(record) if record.lease_until > now => Claim::InFlight,
-            Some(record) => {
-                record.lease_until = now + lease;
-                Claim::Acquired {
-                    resource_id: record.resource_id.clone(),
+                Some(record) if record.fingerprint != fingerprint => Claim::Mismatch,
+                Some(MemoryRecord {
+                    response: Some(response),
+                    ..
+                }) => Claim::Completed(response.clone()),
+                Some(record) if record.lease_until > now => Claim::InFlight,
+                Some(record) => {
+                    record.lease_until = now + lease;
+                    Claim::Acquired {
+                        resource_id: record.resource_id.clone(),
+                    }
                 }
             }
         }))
@@ -279,6 +298,27 @@ mod tests {
 
     const LEASE: Duration = Duration::from_secs(30);
     const TTL: Duration = Duration::from_secs(60);
+
+    #[tokio::test]
+    async fn an_expired_record_is_gone() {
+        let store = MemoryIdempotencyStore::new();
+        let short = Duration::from_millis(20);
+        store
+            .claim("k", "fp", "r1", LEASE, short)
+            .await
+            .expect("ok");
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        // Within the sweep period, yet expired: a new claim starts afresh.
+        assert_eq!(
+            store
+                .claim("k", "other", "r2", LEASE, TTL)
+                .await
+                .expect("ok"),
+            Claim::Acquired {
+                resource_id: "r2".into()
+            }
+        );
+    }
 
     #[tokio::test]
     async fn claim_complete_replay_and_takeover() {

@@ -6,7 +6,7 @@
 //! production.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -40,7 +40,10 @@ struct Queue {
 #[derive(Default)]
 struct State {
     sequence: u64,
-    seen: HashMap<String, Instant>,
+    /// Message ids inside the deduplication window, and the same ids in
+    /// arrival order so expiry pops from the front instead of scanning.
+    seen: HashSet<String>,
+    seen_order: VecDeque<(Instant, String)>,
     queues: HashMap<String, Queue>,
     backlog: VecDeque<Stored>,
 }
@@ -78,12 +81,18 @@ impl Publisher for MemoryBroker {
     async fn send(&self, message: OutgoingMessage) -> Result<(), MessagingError> {
         let mut state = self.lock();
         let now = Instant::now();
-        state
-            .seen
-            .retain(|_, at| now.duration_since(*at) < DUPLICATE_WINDOW);
-        if state.seen.insert(message.msg_id.clone(), now).is_some() {
+        while let Some((at, _)) = state.seen_order.front() {
+            if now.duration_since(*at) < DUPLICATE_WINDOW {
+                break;
+            }
+            if let Some((_, id)) = state.seen_order.pop_front() {
+                state.seen.remove(&id);
+            }
+        }
+        if !state.seen.insert(message.msg_id.clone()) {
             return Ok(());
         }
+        state.seen_order.push_back((now, message.msg_id.clone()));
         state.sequence += 1;
         let stored = Stored {
             sequence: state.sequence,
@@ -223,5 +232,42 @@ impl Acker for MemoryAcker {
 
     async fn in_progress(&self) -> Result<(), MessagingError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_repeated_message_id_is_delivered_once() {
+        let broker = MemoryBroker::new();
+        for (id, body) in [("a", "1"), ("a", "1 again"), ("b", "2")] {
+            broker
+                .send(OutgoingMessage::new("x.y", id, Bytes::from(body)))
+                .await
+                .expect("stored");
+        }
+        let spec = ConsumerSpec {
+            stream: "S",
+            durable: "d".into(),
+            filter: "x.>",
+            max_deliver: 3,
+            ack_wait: Duration::from_secs(1),
+            max_in_flight: 1,
+        };
+        let mut deliveries = broker.subscribe(&spec).await.expect("bound");
+        let mut bodies = Vec::new();
+        while let Ok(Some(Ok(delivery))) =
+            tokio::time::timeout(Duration::from_millis(50), deliveries.next()).await
+        {
+            bodies.push(delivery.payload);
+        }
+        assert_eq!(bodies, vec![Bytes::from("1"), Bytes::from("2")]);
     }
 }

@@ -50,17 +50,7 @@ pub enum Effect {
 }
 
 impl Effect {
-    /// The processed-marker encoding `kind|Status|reason`, shared with the Lua scripts.
-    #[cfg(test)]
-    pub(crate) fn encode(&self) -> String {
-        match self {
-            Effect::Transitioned { status, reason } => {
-                format!("applied|{status}|{}", reason.as_deref().unwrap_or(""))
-            }
-            Effect::Unchanged { status } => format!("unchanged|{status}|"),
-        }
-    }
-
+    /// Reads a processed marker as the Lua scripts write it: `kind|Status|reason`.
     pub(crate) fn decode(raw: &str) -> Result<Self, StoreError> {
         let corrupt = || StoreError::Corrupt(format!("processed marker {raw:?}"));
         let mut parts = raw.splitn(3, '|');
@@ -128,21 +118,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn effect_encoding_round_trips() {
-        for effect in [
-            Effect::Transitioned {
-                status: OrderStatus::Rejected,
-                reason: Some("insufficient stock for A|B".to_owned()),
-            },
-            Effect::Transitioned {
-                status: OrderStatus::Confirmed,
-                reason: None,
-            },
-            Effect::Unchanged {
-                status: OrderStatus::Cancelled,
-            },
+    fn effect_decodes_the_markers_the_scripts_write() {
+        // Exactly the strings APPLY_PLACE and APPLY_CANCEL store.
+        for (marker, effect) in [
+            (
+                "applied|Rejected|insufficient stock for A|B",
+                Effect::Transitioned {
+                    status: OrderStatus::Rejected,
+                    reason: Some("insufficient stock for A|B".to_owned()),
+                },
+            ),
+            (
+                "applied|Confirmed|",
+                Effect::Transitioned {
+                    status: OrderStatus::Confirmed,
+                    reason: None,
+                },
+            ),
+            (
+                "unchanged|Cancelled|",
+                Effect::Unchanged {
+                    status: OrderStatus::Cancelled,
+                },
+            ),
         ] {
-            assert_eq!(Effect::decode(&effect.encode()).expect("decodes"), effect);
+            assert_eq!(Effect::decode(marker).expect("decodes"), effect);
         }
         assert!(Effect::decode("garbage").is_err());
     }

@@ -1,0 +1,276 @@
+//! The benchmark's phases: the machine's baselines, then the system.
+
+use std::{collections::HashMap, time::Duration};
+
+use anyhow::{Context, bail};
+use catga_core::domain::limits::MAX_STOCK;
+use catga_tests::{Api, JWT_SECRET, Nats, Process, Redis, Service, free_port, wait_for_port};
+use loadgen::report::{BaselineSummary, LoadShape, Summary};
+use tokio::time::Instant;
+
+use crate::{
+    loadgen::Loadgen,
+    sample::{Sampler, Usage},
+};
+
+/// The services, in start order.
+pub const SERVICES: [&str; 3] = ["order-api", "order-service", "notification-service"];
+/// The servers they use, sampled alongside.
+pub const DEPENDENCIES: [&str; 2] = ["nats-server", "redis-server"];
+/// The fixed rates, as fractions of the measured maximum.
+pub const FRACTIONS: [f64; 3] = [0.25, 0.50, 0.75];
+/// Quiet time before idle is measured, and its length.
+const SETTLE: Duration = Duration::from_secs(2);
+const IDLE_WINDOW: Duration = Duration::from_secs(5);
+
+/// One phase of load on the system.
+pub struct Phase {
+    pub label: String,
+    pub summary: Summary,
+    pub usage: HashMap<String, Usage>,
+}
+
+/// Everything the run measured.
+pub struct Results {
+    pub concurrency: usize,
+    pub duration: Duration,
+    pub redis: BaselineSummary,
+    pub jetstream: BaselineSummary,
+    pub echo_max: Summary,
+    pub echo_at_half: Summary,
+    pub startup_ms: Vec<(String, f64)>,
+    pub idle: HashMap<String, Usage>,
+    pub phases: Vec<Phase>,
+}
+
+pub async fn run(
+    concurrency: usize,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<Results> {
+    let loadgen = Loadgen::new();
+    let logs = tempfile::TempDir::new()?;
+    eprintln!("==> baselines: Redis SET NX EX, JetStream publish + ack, axum echo");
+    let (redis_baseline, jetstream) = {
+        // Servers of their own: millions of baseline keys and messages must
+        // not weigh on the system's run.
+        let (nats, redis) = tokio::join!(Nats::start(), Redis::start());
+        let redis_baseline = loadgen
+            .redis(&redis.configuration(), concurrency, duration)
+            .await?;
+        let jetstream = loadgen
+            .jetstream(&nats.url(), concurrency, duration)
+            .await?;
+        (redis_baseline, jetstream)
+    };
+    let (echo, echo_url) = echo_server(&loadgen, "echo", logs.path()).await;
+    let echo_max = loadgen
+        .orders(
+            &echo_url,
+            LoadShape::Concurrency {
+                clients: concurrency,
+            },
+            duration,
+            false,
+        )
+        .await?;
+
+    eprintln!("==> the system: NATS (JetStream, file storage), Redis (AOF), the three services");
+    let (nats, redis) = tokio::join!(Nats::start(), Redis::start());
+    let (_sink, sink_url) = echo_server(&loadgen, "webhook-sink", logs.path()).await;
+    let env = service_env(&nats, &redis, &sink_url);
+    let mut services = Vec::new();
+    let mut startup_ms = Vec::new();
+    for name in SERVICES {
+        let (service, took) = start_timed(name, &env, logs.path()).await?;
+        startup_ms.push((name.to_owned(), took.as_secs_f64() * 1000.0));
+        services.push(service);
+    }
+    let api_url = services[0].url("");
+    raise_stock(&api_url).await?;
+    let pids: Vec<(String, u32)> = services
+        .iter()
+        .map(|s| (s.name, &s.process))
+        .chain([
+            ("nats-server", &nats.0.process),
+            ("redis-server", &redis.0.process),
+        ])
+        .filter_map(|(name, process)| Some((name.to_owned(), process.pid()?)))
+        .collect();
+
+    tokio::time::sleep(SETTLE).await;
+    let sampler = Sampler::start(pids.clone());
+    tokio::time::sleep(IDLE_WINDOW).await;
+    let idle = sampler.finish().await;
+
+    eprintln!("==> maximum: closed loop, {clients} clients");
+    let mut phases = Vec::new();
+    let sampler = Sampler::start(pids.clone());
+    let max = loadgen
+        .orders(&api_url, LoadShape::Concurrency { clients }, duration, true)
+        .await?;
+    let maximum = max.completed_per_s;
+    phases.push(Phase {
+        label: format!("maximum ({clients} clients)"),
+        summary: max,
+        usage: sampler.finish().await,
+    });
+    if maximum <= 0.0 {
+        bail!(
+            "no order completed at maximum load; the services' logs are in {}",
+            logs.path().display()
+        );
+    }
+    for fraction in FRACTIONS {
+        let rate = maximum * fraction;
+        eprintln!(
+            "==> {:.0}% of maximum: {rate:.0} orders/s",
+            fraction * 100.0
+        );
+        let sampler = Sampler::start(pids.clone());
+        let summary = loadgen
+            .orders(
+                &api_url,
+                LoadShape::FixedRate { per_second: rate },
+                duration,
+                true,
+            )
+            .await?;
+        phases.push(Phase {
+            label: format!("{:.0}% ({rate:.0}/s)", fraction * 100.0),
+            summary,
+            usage: sampler.finish().await,
+        });
+    }
+    eprintln!("==> axum echo at 50% of the system's maximum");
+    let echo_at_half = loadgen
+        .orders(
+            &echo_url,
+            LoadShape::FixedRate {
+                per_second: maximum * 0.5,
+            },
+            duration,
+            false,
+        )
+        .await?;
+    drop(echo);
+    Ok(Results {
+        concurrency,
+        duration,
+        redis: redis_baseline,
+        jetstream,
+        echo_max,
+        echo_at_half,
+        startup_ms,
+        idle,
+        phases,
+    })
+}
+
+/// The services' environment: as the Kubernetes manifests set it (info
+/// logs as JSON), without trace export (no collector here).
+pub fn service_env(nats: &Nats, redis: &Redis, webhook_sink: &str) -> HashMap<String, String> {
+    [
+        ("NATS__Url", nats.url()),
+        ("Redis__Configuration", redis.configuration()),
+        ("Auth__JwtSecret", JWT_SECRET.to_owned()),
+        (
+            "Notification__WebhookUrl",
+            format!("{webhook_sink}/hooks/orders"),
+        ),
+        ("Logging__Level", "info".to_owned()),
+        ("Logging__Format", "json".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
+}
+
+/// `loadgen echo-server` as its own process on a free port.
+pub async fn echo_server(
+    loadgen: &Loadgen,
+    name: &str,
+    logs: &std::path::Path,
+) -> (Process, String) {
+    let port = free_port();
+    let process = Process::spawn(
+        name,
+        loadgen.program().clone(),
+        vec![
+            "echo-server".to_owned(),
+            "--listen".to_owned(),
+            format!("127.0.0.1:{port}"),
+        ],
+        HashMap::new(),
+        logs,
+    );
+    wait_for_port(port, Duration::from_secs(10)).await;
+    (process, format!("http://127.0.0.1:{port}"))
+}
+
+/// Starts a service and times it from spawn to its first ready answer.
+async fn start_timed(
+    name: &'static str,
+    env: &HashMap<String, String>,
+    logs: &std::path::Path,
+) -> anyhow::Result<(Service, Duration)> {
+    let began = Instant::now();
+    let service = Service::spawn(name, env, logs);
+    match ready_after(
+        began,
+        &service.url("/health/ready"),
+        Duration::from_millis(2),
+        Duration::from_secs(30),
+    )
+    .await
+    {
+        Ok(took) => Ok((service, took)),
+        Err(err) => bail!("{name}: {err}; its log:\n{}", service.process.logs()),
+    }
+}
+
+/// Polls `ready_url` every `poll` until it answers 2xx; the time since `began`.
+pub async fn ready_after(
+    began: Instant,
+    ready_url: &str,
+    poll: Duration,
+    within: Duration,
+) -> anyhow::Result<Duration> {
+    let client = reqwest::Client::new();
+    while began.elapsed() < within {
+        let answer = client.get(ready_url).send().await;
+        if answer.is_ok_and(|response| response.status().is_success()) {
+            return Ok(began.elapsed());
+        }
+        tokio::time::sleep(poll).await;
+    }
+    bail!("not ready after {within:?}")
+}
+
+/// Gives every product the most stock allowed, so every order can be
+/// confirmed and the run measures one kind of work.
+pub async fn raise_stock(api_url: &str) -> anyhow::Result<()> {
+    let api = Api::new(api_url.to_owned());
+    let products = api.get("/api/products").await;
+    let list = products
+        .body
+        .as_array()
+        .context("GET /api/products must list products")?;
+    for product in list {
+        let (Some(id), Some(name)) = (product["productId"].as_str(), product["name"].as_str())
+        else {
+            bail!("a product without productId or name: {product}");
+        };
+        let reply = api
+            .upsert_product(id, name, &product["unitPrice"].to_string(), MAX_STOCK)
+            .await;
+        if reply.status != 200 && reply.status != 201 {
+            bail!(
+                "cannot raise the stock of {id}: {} {:?}",
+                reply.status,
+                reply.body
+            );
+        }
+    }
+    Ok(())
+}
