@@ -153,6 +153,7 @@ pub mod keys {
     pub const SHUTDOWN_GRACE_SECONDS: &str = "Catga__ShutdownGraceSeconds";
     pub const HTTP_PORT: &str = "Http__Port";
     pub const HTTP_MAX_BODY_BYTES: &str = "Http__MaxBodyBytes";
+    pub const HTTP_MAX_CONCURRENT_REQUESTS: &str = "Http__MaxConcurrentRequests";
     pub const OTEL_SERVICE_NAME: &str = "OpenTelemetry__ServiceName";
     pub const OTEL_SERVICE_NAME_STD: &str = "OTEL_SERVICE_NAME";
     pub const OTEL_JAEGER_ENDPOINT: &str = "OpenTelemetry__JaegerEndpoint";

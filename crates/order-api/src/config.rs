@@ -43,6 +43,11 @@ impl fmt::Debug for JwtSecret {
     }
 }
 
+/// Enough for the 256 closed-loop clients of the benchmark at full speed
+/// with room; an overload beyond it is shed instead of queued, which keeps
+/// memory bounded (queued requests were 100 MB at 1024 in flight).
+pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
+
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub common: CommonSettings,
@@ -51,6 +56,8 @@ pub struct Settings {
     /// `None` disables `PUT /api/products/{id}`.
     pub jwt_secret: Option<JwtSecret>,
     pub max_body_bytes: usize,
+    /// API requests handled at once; more are refused with 503 at once.
+    pub max_concurrent_requests: usize,
 }
 
 impl Settings {
@@ -80,6 +87,11 @@ impl Settings {
                 keys::HTTP_MAX_BODY_BYTES,
                 64 * 1024,
                 1024..=16 * 1024 * 1024,
+            )?,
+            max_concurrent_requests: env.number_in(
+                keys::HTTP_MAX_CONCURRENT_REQUESTS,
+                DEFAULT_MAX_CONCURRENT_REQUESTS,
+                1..=65_536,
             )?,
         })
     }

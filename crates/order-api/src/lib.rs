@@ -83,6 +83,7 @@ pub async fn run(
         idempotency_ttl: settings.catga.idempotency_ttl,
         jwt_key,
         max_body_bytes: settings.max_body_bytes,
+        max_concurrent_requests: settings.max_concurrent_requests,
     };
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "order-api listening");

@@ -10,6 +10,7 @@ use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
+    error_handling::HandleErrorLayer,
     extract::DefaultBodyLimit,
     http::StatusCode,
     response::IntoResponse,
@@ -24,6 +25,7 @@ use catga_core::{
     store::{OrderStore, StoreError},
     telemetry,
 };
+use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
 use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer};
 
 pub use orders::{CreateOrderRequest, OrderItemRequest, OrderPage};
@@ -49,11 +51,21 @@ pub struct AppState {
     /// `None` disables catalog administration.
     pub jwt_key: Option<Arc<jsonwebtoken::DecodingKey>>,
     pub max_body_bytes: usize,
+    /// API requests handled at once (health and metrics are not counted).
+    pub max_concurrent_requests: usize,
 }
 
 /// The order-api application: API, OpenAPI document, health and metrics.
 pub fn app(state: AppState, health: Health) -> Router {
     let max_body_bytes = state.max_body_bytes;
+    // One limit for the whole API, shared by every route; an overload is
+    // answered 503 at once (load shedding) rather than queued without bound.
+    let admission = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(overloaded))
+        .load_shed()
+        .layer(GlobalConcurrencyLimitLayer::new(
+            state.max_concurrent_requests.max(1),
+        ));
     let api = Router::new()
         .route("/api/orders", post(orders::create).get(orders::list))
         .route("/api/orders/{order_id}", get(orders::get_one))
@@ -62,7 +74,8 @@ pub fn app(state: AppState, health: Health) -> Router {
         .route("/api/products/{product_id}", put(products::upsert))
         .route("/api/openapi.json", get(openapi::document))
         .with_state(state)
-        .layer(DefaultBodyLimit::max(max_body_bytes));
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(admission);
     api.merge(catga_core::health::router(health))
         .merge(telemetry::metrics_router())
         .fallback(not_found)
@@ -84,6 +97,18 @@ pub fn app(state: AppState, health: Health) -> Router {
             .into_response()
         }))
         .layer(telemetry::http_trace_layer())
+}
+
+/// More API requests in flight than `Http__MaxConcurrentRequests`. Counted
+/// with the other 503s in `catga_requests_total` (the metrics layer is outside).
+async fn overloaded(_: tower::BoxError) -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "Too many requests in flight",
+    )
+    .detail("order-api is at its limit of concurrent requests; retry shortly")
+    .retry_after(1)
 }
 
 async fn not_found() -> Problem {

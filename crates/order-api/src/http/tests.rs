@@ -21,12 +21,19 @@ use tower::ServiceExt;
 use super::{AppState, app, openapi::ApiDoc};
 
 async fn test_app(idempotency: bool, jwt: bool) -> Router {
+    app(
+        test_state(idempotency, jwt).await,
+        Health::new("order-api", Vec::new()),
+    )
+}
+
+async fn test_state(idempotency: bool, jwt: bool) -> AppState {
     let store = MemoryStore::new();
     store
         .ensure_catalog(&default_catalog())
         .await
         .expect("seeded");
-    let state = AppState {
+    AppState {
         store: Arc::new(store),
         publisher: Arc::new(MemoryBroker::new()),
         idempotency: idempotency.then(|| {
@@ -41,8 +48,8 @@ async fn test_app(idempotency: bool, jwt: bool) -> Router {
             )
         }),
         max_body_bytes: 4096,
-    };
-    app(state, Health::new("order-api", Vec::new()))
+        max_concurrent_requests: 64,
+    }
 }
 
 async fn call(
@@ -170,4 +177,70 @@ async fn wrong_methods_and_health() {
     }
     let (status, _, _) = call(&app, Method::GET, "/metrics", None, &[]).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// A broker that holds every publish until released: requests stay in flight.
+struct HeldPublisher(Arc<tokio::sync::Notify>);
+
+#[async_trait::async_trait]
+impl catga_core::messaging::Publisher for HeldPublisher {
+    async fn send(
+        &self,
+        _message: catga_core::messaging::OutgoingMessage,
+    ) -> Result<(), catga_core::messaging::MessagingError> {
+        self.0.notified().await;
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn requests_over_the_concurrency_limit_are_shed_and_probes_still_answer() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let mut state = test_state(false, false).await;
+    state.publisher = Arc::new(HeldPublisher(release.clone()));
+    state.max_concurrent_requests = 1;
+    let app = app(state, Health::new("order-api", Vec::new()));
+    let order = json!({"customerId": "c-1", "items": [{"productId": "PROD-001", "quantity": 1}]});
+
+    let first = tokio::spawn({
+        let app = app.clone();
+        let order = order.clone();
+        async move { call(&app, Method::POST, "/api/orders", Some(order), &[]).await }
+    });
+    // Wait until the first request holds the only slot.
+    let mut shed = None;
+    for _ in 0..200 {
+        let (status, content_type, body) = call(
+            &app,
+            Method::GET,
+            "/api/orders/00000000-0000-0000-0000-000000000000",
+            None,
+            &[],
+        )
+        .await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            shed = Some((content_type, body));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (content_type, body) = shed.expect("a second request is shed while the first is in flight");
+    assert_eq!(content_type, "application/problem+json");
+    assert!(
+        body["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("overloaded")),
+        "{body}"
+    );
+
+    let (status, _, _) = call(&app, Method::GET, "/health/live", None, &[]).await;
+    assert_eq!(status, StatusCode::OK, "probes are outside the limit");
+    let (status, _, _) = call(&app, Method::GET, "/metrics", None, &[]).await;
+    assert_eq!(status, StatusCode::OK, "metrics are outside the limit");
+
+    release.notify_one();
+    let (status, _, body) = first.await.expect("first request");
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let (status, _, _) = call(&app, Method::GET, "/api/products", None, &[]).await;
+    assert_eq!(status, StatusCode::OK, "the slot is free again");
 }
