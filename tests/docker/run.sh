@@ -417,13 +417,14 @@ if [[ -s "$WORK/summary.json" ]]; then
     ACCEPTED=$(jq_ '["accepted"]'); CONFIRMED=$(jq_ '["confirmed"]'); REJECTED=$(jq_ '["rejected"]')
     NOT_FINAL=$(jq_ '["not_final"].__len__()'); NOTIFIED=$(jq_ '["notified"]')
     MISSING_N=$(jq_ '["missing_notifications"].__len__()'); DISTINCT=$(jq_ '["distinct_accepted"]')
-    GAVE_UP=$(jq_ '["gave_up"]')
+    GAVE_UP=$(jq_ '["gave_up"]'); DUP_POSTS=$(jq_ '["duplicate_webhook_posts"]')
     check "orders were accepted (${ACCEPTED} of $ORDERS)" test "$ACCEPTED" -ge $((ORDERS * 9 / 10))
     check "every order was accepted in the end, retries included (gave up: $GAVE_UP)" test "$GAVE_UP" -eq 0
     check "no accepted order id twice ($DISTINCT distinct)" test "$DISTINCT" -eq "$ACCEPTED"
     check "no accepted order lost: $CONFIRMED confirmed + $REJECTED rejected of $ACCEPTED, $NOT_FINAL not final" \
         test "$NOT_FINAL" -eq 0 -a $((CONFIRMED + REJECTED)) -eq "$ACCEPTED"
     check "every final order notified ($NOTIFIED, missing $MISSING_N)" test "$MISSING_N" -eq 0 -a "$NOTIFIED" -eq $((CONFIRMED + REJECTED))
+    check "no order's notification posted twice ($DUP_POSTS)" test "$DUP_POSTS" -eq 0
 else
     fail "load summary written"
 fi
@@ -450,7 +451,7 @@ printf 'build (s): order-api %s, order-service %s, notification-service %s, load
     "${BUILD_SECONDS[order-api]:-?}" "${BUILD_SECONDS[order-service]:-?}" "${BUILD_SECONDS[notification-service]:-?}" \
     "${BUILD_SECONDS[loadgen]:-?}" "$STANDIN_SECONDS" "${UP_SECONDS:-?}"
 [[ -n "${LG_TEXT:-}" ]] && printf 'loadgen (%ss): %s\n' "${LOADGEN_SECONDS:-?}" "$LG_TEXT"
-[[ -s "$WORK/summary.json" ]] && printf 'orders: %s\n' "$(python3 -c "import json; d=json.load(open('$WORK/summary.json')); print(', '.join(f'{k}={d[k]}' for k in ('orders_sent','accepted','confirmed','rejected','notified','duplicate_webhook_posts','retried_then_accepted','responses')))")"
+[[ -s "$WORK/summary.json" ]] && printf 'orders: %s\n' "$(python3 -c "import json; d=json.load(open('$WORK/summary.json')); print(', '.join(f'{k}={d[k]}' for k in ('orders_sent','accepted','confirmed','rejected','notified','duplicate_webhook_posts','retried_then_accepted','settle_seconds','responses')))")"
 for f in "${FAILURES[@]}"; do printf 'failed: %s\n' "$f"; done
 printf 'total time: %ss\n' "$TOTAL_SECONDS"
 FINISHED=1

@@ -58,9 +58,17 @@ async fn nats_restart_is_survived_without_a_restart() {
         || async { (api.get("/health/ready").await.status == 503).then_some(()) },
     )
     .await;
+    let asked = std::time::Instant::now();
     let refused = api.place("c-nats-down", &[("PROD-001", 1)]).await;
+    let answered_within = asked.elapsed();
     assert_eq!(refused.status, 503, "{:?}", refused.body);
     assert!(refused.header("retry-after").is_some());
+    // The publish timeout bounds the wait (docs/reliability.md), with room
+    // for a loaded machine.
+    assert!(
+        answered_within < order_api::http::PUBLISH_TIMEOUT + Duration::from_secs(2),
+        "503 after {answered_within:?}"
+    );
 
     system.nats.0.restart().await;
     for service in std::iter::once(&system.api).chain(&system.order_services) {

@@ -136,7 +136,10 @@ async fn the_baselines_measure_real_servers() {
     let mut names = js.stream_names();
     while let Some(name) = futures::StreamExt::next(&mut names).await {
         let name = name.expect("stream name");
-        assert!(!name.starts_with("LOADGEN_BASELINE"), "{name} left behind");
+        assert!(
+            !name.starts_with(loadgen::baseline::BASELINE_STREAM_PREFIX),
+            "{name} left behind"
+        );
     }
 
     let set_nx = loadgen(&[

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use async_nats::jetstream::message::PublishMessage as Publish;
-use catga_core::contracts::{headers, streams, subjects};
+use catga_core::contracts::{headers, metrics, streams, subjects};
 use catga_tests::{System, eventually, metric_total};
 use futures::StreamExt;
 
@@ -22,7 +22,9 @@ async fn both_order_service_replicas_take_a_share() {
         assert_eq!(api.final_state(id).await["status"], "Confirmed");
     }
     for replica in &system.order_services {
-        let handled = replica.metric_sum("catga_messages_processed_total{").await;
+        let handled = replica
+            .metric_sum(&format!("{}{{", metrics::MESSAGES_PROCESSED))
+            .await;
         assert!(
             handled > 0.0,
             "replica on :{} handled nothing",
@@ -115,7 +117,7 @@ async fn poison_and_duplicate_commands() {
     }
     reasons.sort();
     assert!(
-        reasons[0].0 == "catga.orders.commands.place" && reasons[0].1.contains("undecodable"),
+        reasons[0].0 == subjects::PLACE_ORDER && reasons[0].1.contains("undecodable"),
         "{reasons:?}"
     );
     assert!(
@@ -124,12 +126,25 @@ async fn poison_and_duplicate_commands() {
         "{reasons:?}"
     );
 
-    // The duplicate changed nothing and produced no second notification.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The duplicate changed nothing and produced no second notification:
+    // checked once it has been handled (recognised as a duplicate).
+    let hits_prefix = format!("{}{{", metrics::IDEMPOTENCY_HITS);
+    let hits = eventually(
+        "the duplicate command to be handled",
+        Duration::from_secs(10),
+        || async {
+            let hits = metric_total(&system.order_services, &hits_prefix).await;
+            (hits >= 1.0).then_some(hits)
+        },
+    )
+    .await;
+    assert!(hits >= 1.0, "{hits}");
     assert_eq!(api.product("PROD-001").await["stock"], stock_after_first);
     assert_eq!(system.webhook.for_order(&order_id).len(), 1);
-    let hits = metric_total(&system.order_services, "catga_idempotency_hits_total{").await;
-    assert!(hits >= 1.0, "{hits}");
-    let dead_lettered = metric_total(&system.order_services, "catga_dead_letters_total{").await;
+    let dead_lettered = metric_total(
+        &system.order_services,
+        &format!("{}{{", metrics::DEAD_LETTERS),
+    )
+    .await;
     assert_eq!(dead_lettered, 2.0);
 }

@@ -25,8 +25,11 @@ use std::{
 };
 
 use async_nats::jetstream::message::PublishMessage;
-use catga_core::contracts::{consumers, headers as header_names, streams, subjects};
-use catga_tests::{Api, JWT_SECRET, NatsCluster, Redis, Service, WebhookReceiver, order_body};
+use catga_core::{
+    config::keys,
+    contracts::{consumers, headers as header_names, streams, subjects},
+};
+use catga_tests::{Api, NatsCluster, Redis, Service, WebhookReceiver, order_body};
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
@@ -81,23 +84,20 @@ impl Cluster {
         );
         nats.wait_for_jetstream().await;
         let logs = tempfile::TempDir::new().expect("log dir");
-        let env: HashMap<String, String> = [
-            ("NATS__Url", nats.urls()),
-            ("NATS__StreamReplicas", "3".to_owned()),
-            // Short, so work of a killed replica comes back within the test.
-            ("NATS__AckWaitSeconds", "4".to_owned()),
-            ("Catga__MaxRetryAttempts", "20".to_owned()),
-            ("Catga__ShutdownGraceSeconds", "10".to_owned()),
-            ("Redis__Configuration", redis.configuration()),
-            ("Auth__JwtSecret", JWT_SECRET.to_owned()),
-            ("Notification__WebhookUrl", webhook.url.clone()),
-            ("Notification__WebhookTimeoutSeconds", "2".to_owned()),
-            ("FAILPOINTS", FAILPOINTS.to_owned()),
-            ("Logging__Level", "info".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
+        let mut env = catga_tests::service_env(&nats.urls(), &redis.configuration(), &webhook.url);
+        env.extend(
+            [
+                (keys::NATS_STREAM_REPLICAS, "3"),
+                // Short, so work of a killed replica comes back within the test.
+                (keys::NATS_ACK_WAIT_SECONDS, "4"),
+                (keys::MAX_RETRY_ATTEMPTS, "20"),
+                (keys::SHUTDOWN_GRACE_SECONDS, "10"),
+                (keys::WEBHOOK_TIMEOUT_SECONDS, "2"),
+                ("FAILPOINTS", FAILPOINTS),
+                (keys::LOG_LEVEL, "info"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned())),
+        );
         let path = logs.path().to_owned();
         let start = |name: &'static str| {
             let (env, path) = (env.clone(), path.clone());
@@ -396,6 +396,11 @@ async fn chaos(
         .cloned()
         .collect();
     let duplicates = inject_duplicates(&cluster, &sample).await;
+    assert!(
+        duplicates > 0,
+        "no duplicate was republished out of {} sampled orders",
+        sample.len()
+    );
     note(format!(
         "republished {duplicates} accepted commands under new message ids"
     ));

@@ -10,7 +10,7 @@
 use std::{
     collections::BTreeMap,
     net::TcpListener,
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -20,28 +20,16 @@ use catga_core::{
     contracts::services,
 };
 
+use catga_tests::{binary, free_port, program};
+
 use crate::{
     APPS, LOADGEN, LOADGEN_DURATION, LOADGEN_URL, manifest_env,
     model::{self, find, objects},
     parse_settings, secret_value,
 };
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 fn port_is_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("0.0.0.0", port)).is_ok()
-}
-
-fn on_path(program: &str) -> Option<PathBuf> {
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-        .map(|dir| dir.join(program))
-        .find(|p| p.is_file())
 }
 
 /// Child processes killed on drop, and a scratch directory removed on drop.
@@ -110,31 +98,10 @@ async fn wait_for_status(
     Err(format!("{url}: not 2xx within {timeout:?}; last: {last}"))
 }
 
-/// The workspace binaries: target/<profile>/, next to this test's deps/.
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: run `cargo build --workspace --bins` before this test",
-        path.display()
-    );
-    path
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_become_ready_with_the_manifest_environment() {
-    let (Some(nats_server), Some(redis_server)) = (on_path("nats-server"), on_path("redis-server"))
-    else {
-        eprintln!(
-            "\n!!!!!!!! SKIPPED services_become_ready_with_the_manifest_environment: nats-server and redis-server must be on PATH (apt-get install nats-server redis-server) !!!!!!!!\n"
-        );
-        return;
-    };
+    // Missing servers fail the test (tests/run.sh installs them).
+    let (nats_server, redis_server) = (program("nats-server"), program("redis-server"));
     let all = objects();
     let binaries: Vec<PathBuf> = APPS.iter().map(|a| binary(a.service)).collect();
     let loadgen = binary(LOADGEN);

@@ -431,24 +431,6 @@ fn metric_name_extraction() {
 // ---------------------------------------------------------------------------
 // Live: a real Prometheus scraping the running system.
 
-fn prometheus_binary() -> PathBuf {
-    let candidates = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default()
-        .into_iter()
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")]);
-    for dir in candidates {
-        let path = dir.join("prometheus");
-        if path.is_file() {
-            return path;
-        }
-    }
-    panic!(
-        "the `prometheus` binary is not installed: run tests/observability/check.sh or \
-         tests/run.sh, which install Debian's prometheus package"
-    );
-}
-
 struct Prometheus {
     base: String,
     http: reqwest::Client,
@@ -559,7 +541,7 @@ async fn traffic_visible(prometheus: &Prometheus) -> Result<Vec<String>, String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_services_and_the_guide_queries_return_data() {
-    let binary = prometheus_binary();
+    let binary = catga_tests::program("prometheus");
     let started = Instant::now();
     let system = System::start().await;
     let api = system.client();
@@ -774,21 +756,36 @@ async fn prometheus_scrapes_the_services_and_the_guide_queries_return_data() {
         "Prometheus loaded every rule of alerts.yml"
     );
 
-    // Consumers with gauges (when the services export them) are the durable consumers.
-    for (labels, _) in prometheus
-        .query(&format!(
-            "{} or {}",
-            metrics::CONSUMER_PENDING,
-            metrics::CONSUMER_ACK_PENDING
-        ))
-        .await
-    {
-        let consumer = labels["consumer"].as_str().unwrap_or_default();
-        assert!(
-            [consumers::ORDER_PROCESSING, consumers::NOTIFICATIONS].contains(&consumer),
-            "unexpected consumer label {labels}"
-        );
-    }
+    // The lag gauges cover exactly the two durable consumers (polled: the
+    // services refresh them every few seconds, Prometheus scrapes after).
+    let expected: std::collections::BTreeSet<&str> =
+        [consumers::ORDER_PROCESSING, consumers::NOTIFICATIONS].into();
+    let lag_query = format!(
+        "{} or {}",
+        metrics::CONSUMER_PENDING,
+        metrics::CONSUMER_ACK_PENDING
+    );
+    let seen = catga_tests::eventually(
+        "consumer lag gauges for both durable consumers",
+        Duration::from_secs(30),
+        || async {
+            let seen: std::collections::BTreeSet<String> = prometheus
+                .query(&lag_query)
+                .await
+                .into_iter()
+                .map(|(labels, _)| labels["consumer"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            (seen.len() >= expected.len()).then_some(seen)
+        },
+    )
+    .await;
+    assert_eq!(
+        seen.iter()
+            .map(String::as_str)
+            .collect::<std::collections::BTreeSet<_>>(),
+        expected,
+        "consumer labels of the lag gauges"
+    );
 
     println!(
         "{} orders placed, {with_data}/{} dashboard queries with data, {evaluated} rules ok, {:.1}s",

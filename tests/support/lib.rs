@@ -21,6 +21,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     routing::post,
 };
+use catga_core::config::keys;
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -574,6 +575,20 @@ impl Service {
     }
 }
 
+/// What every service of a test system needs: where NATS, Redis and the
+/// webhook are, and the admin JWT secret. Callers add their own settings.
+pub fn service_env(nats_url: &str, redis: &str, webhook_url: &str) -> HashMap<String, String> {
+    [
+        (keys::NATS_URL, nats_url),
+        (keys::REDIS_CONFIGURATION, redis),
+        (keys::JWT_SECRET, JWT_SECRET),
+        (keys::WEBHOOK_URL, webhook_url),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
 /// The whole system: NATS, Redis, a webhook receiver, order-api, two
 /// order-service replicas and a notification-service.
 pub struct System {
@@ -600,22 +615,14 @@ impl System {
         let (nats, redis, webhook) =
             tokio::join!(Nats::start(), Redis::start(), WebhookReceiver::start());
         let logs = TempDir::new().expect("log dir");
-        let env: HashMap<String, String> = [
-            ("NATS__Url", nats.url()),
-            ("Redis__Configuration", redis.configuration()),
-            ("Auth__JwtSecret", JWT_SECRET.to_owned()),
-            ("Notification__WebhookUrl", webhook.url.clone()),
-            ("Catga__ShutdownGraceSeconds", "10".to_owned()),
-            ("Logging__Level", "info,catga_core=debug".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .chain(
+        let mut env = service_env(&nats.url(), &redis.configuration(), &webhook.url);
+        env.insert(keys::SHUTDOWN_GRACE_SECONDS.into(), "10".into());
+        env.insert(keys::LOG_LEVEL.into(), "info,catga_core=debug".into());
+        env.extend(
             extra_env
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        )
-        .collect();
+        );
         let (api, first, second, notifications) = tokio::join!(
             Service::start("order-api", &env, logs.path()),
             Service::start("order-service", &env, logs.path()),

@@ -103,6 +103,7 @@ async fn profile_once(
         service.wait_ready(Duration::from_secs(30)).await;
     }
     ready_after(
+        &reqwest::Client::new(),
         Instant::now(),
         &format!("http://127.0.0.1:{port}/health/ready"),
         Duration::from_millis(100),

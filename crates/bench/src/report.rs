@@ -3,12 +3,12 @@
 
 use std::{fmt::Write, process::Command};
 
-use loadgen::report::{LatencySummary, LoadShape, Summary};
+use loadgen::report::{LatencySummary, Summary};
 
 use crate::{
     profile::ServiceProfile,
     sample::MACHINE,
-    system::{DEPENDENCIES, Results, SERVICES},
+    system::{DEPENDENCIES, HALF, Results, SERVICES},
 };
 
 /// The targets (reported, never asserted).
@@ -166,8 +166,7 @@ pub fn markdown(r: &Results) -> String {
     }
     let _ = writeln!(
         out,
-        "| axum echo at the 50% rate ({:.0}/s) | {:.0} | – | {} | – | {} | – | – |",
-        load_rate(&r.echo_at_half),
+        "| axum echo at the 50% rate | {:.0} | – | {} | – | {} | – | – |",
         r.echo_at_half.accepted_per_s,
         r.echo_at_half.error_count(),
         latencies(&r.echo_at_half.acceptance)
@@ -228,7 +227,11 @@ pub fn markdown(r: &Results) -> String {
     let max = r.phases.first().map(|p| &p.summary);
     let max_completed = max.map_or(0.0, |s| s.completed_per_s);
     let echo = r.echo_max.accepted_per_s;
-    let half = r.phases.get(2).map(|p| &p.summary);
+    let half = r
+        .phases
+        .iter()
+        .find(|p| p.fraction == Some(HALF))
+        .map(|p| &p.summary);
     let half_p99 = half.map_or(f64::INFINITY, |s| s.acceptance.p99_ms);
     let echo_p99 = r.echo_at_half.acceptance.p99_ms;
     let clean = r.phases.iter().all(|p| p.summary.error_count() == 0);
@@ -281,14 +284,6 @@ pub fn markdown(r: &Results) -> String {
         verdict(slowest_start < STARTUP_MS)
     );
     out
-}
-
-/// The rate a run was asked for (closed loops: the rate it reached).
-fn load_rate(summary: &Summary) -> f64 {
-    match summary.load {
-        LoadShape::FixedRate { per_second } => per_second,
-        LoadShape::Concurrency { .. } => summary.accepted_per_s,
-    }
 }
 
 /// The profile's table.

@@ -3,8 +3,8 @@
 use std::{collections::HashMap, time::Duration};
 
 use anyhow::{Context, bail};
-use catga_core::domain::limits::MAX_STOCK;
-use catga_tests::{Api, JWT_SECRET, Nats, Process, Redis, Service, free_port, wait_for_port};
+use catga_core::{config::keys, domain::limits::MAX_STOCK};
+use catga_tests::{Api, Nats, Process, Redis, Service, free_port, wait_for_port};
 use loadgen::report::{BaselineSummary, LoadShape, Summary};
 use tokio::time::Instant;
 
@@ -18,7 +18,9 @@ pub const SERVICES: [&str; 3] = ["order-api", "order-service", "notification-ser
 /// The servers they use, sampled alongside.
 pub const DEPENDENCIES: [&str; 2] = ["nats-server", "redis-server"];
 /// The fixed rates, as fractions of the measured maximum.
-pub const FRACTIONS: [f64; 3] = [0.25, 0.50, 0.75];
+pub const FRACTIONS: [f64; 3] = [0.25, HALF, 0.75];
+/// The share at which the acceptance p99 is compared with the echo server's.
+pub const HALF: f64 = 0.5;
 /// Quiet time before idle is measured, and its length.
 const SETTLE: Duration = Duration::from_secs(2);
 const IDLE_WINDOW: Duration = Duration::from_secs(5);
@@ -26,6 +28,8 @@ const IDLE_WINDOW: Duration = Duration::from_secs(5);
 /// One phase of load on the system.
 pub struct Phase {
     pub label: String,
+    /// The share of the maximum a fixed-rate phase ran at; `None` for the maximum.
+    pub fraction: Option<f64>,
     pub summary: Summary,
     pub usage: HashMap<String, Usage>,
 }
@@ -112,6 +116,7 @@ pub async fn run(
     let maximum = max.completed_per_s;
     phases.push(Phase {
         label: format!("maximum ({clients} clients)"),
+        fraction: None,
         summary: max,
         usage: sampler.finish().await,
     });
@@ -138,6 +143,7 @@ pub async fn run(
             .await?;
         phases.push(Phase {
             label: format!("{:.0}% ({rate:.0}/s)", fraction * 100.0),
+            fraction: Some(fraction),
             summary,
             usage: sampler.finish().await,
         });
@@ -147,7 +153,7 @@ pub async fn run(
         .orders(
             &echo_url,
             LoadShape::FixedRate {
-                per_second: maximum * 0.5,
+                per_second: maximum * HALF,
             },
             duration,
             false,
@@ -170,20 +176,14 @@ pub async fn run(
 /// The services' environment: as the Kubernetes manifests set it (info
 /// logs as JSON), without trace export (no collector here).
 pub fn service_env(nats: &Nats, redis: &Redis, webhook_sink: &str) -> HashMap<String, String> {
-    [
-        ("NATS__Url", nats.url()),
-        ("Redis__Configuration", redis.configuration()),
-        ("Auth__JwtSecret", JWT_SECRET.to_owned()),
-        (
-            "Notification__WebhookUrl",
-            format!("{webhook_sink}/hooks/orders"),
-        ),
-        ("Logging__Level", "info".to_owned()),
-        ("Logging__Format", "json".to_owned()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_owned(), v))
-    .collect()
+    let mut env = catga_tests::service_env(
+        &nats.url(),
+        &redis.configuration(),
+        &format!("{webhook_sink}/hooks/orders"),
+    );
+    env.insert(keys::LOG_LEVEL.into(), "info".into());
+    env.insert(keys::LOG_FORMAT.into(), "json".into());
+    env
 }
 
 /// `loadgen echo-server` as its own process on a free port.
@@ -214,9 +214,13 @@ async fn start_timed(
     env: &HashMap<String, String>,
     logs: &std::path::Path,
 ) -> anyhow::Result<(Service, Duration)> {
+    // Made before the clock starts: building a TLS-capable client is not
+    // the service's start-up.
+    let client = reqwest::Client::new();
     let began = Instant::now();
     let service = Service::spawn(name, env, logs);
     match ready_after(
+        &client,
         began,
         &service.url("/health/ready"),
         Duration::from_millis(2),
@@ -231,12 +235,12 @@ async fn start_timed(
 
 /// Polls `ready_url` every `poll` until it answers 2xx; the time since `began`.
 pub async fn ready_after(
+    client: &reqwest::Client,
     began: Instant,
     ready_url: &str,
     poll: Duration,
     within: Duration,
 ) -> anyhow::Result<Duration> {
-    let client = reqwest::Client::new();
     while began.elapsed() < within {
         let answer = client.get(ready_url).send().await;
         if answer.is_ok_and(|response| response.status().is_success()) {

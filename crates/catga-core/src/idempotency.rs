@@ -220,6 +220,19 @@ impl MemoryIdempotencyStore {
     }
 }
 
+/// The record under `key` unless it has expired. Every lookup goes through
+/// here, so an expired record acts as absent whether or not the periodic
+/// sweep has removed it yet (as in Redis, where the key is gone).
+fn live<'a>(
+    records: &'a mut HashMap<String, MemoryRecord>,
+    key: &str,
+    now: Instant,
+) -> Option<&'a mut MemoryRecord> {
+    records
+        .get_mut(key)
+        .filter(|record| record.expires_at > now)
+}
+
 #[async_trait]
 impl IdempotencyStore for MemoryIdempotencyStore {
     async fn claim(
@@ -231,37 +244,32 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         ttl: Duration,
     ) -> Result<Claim, StoreError> {
         let now = Instant::now();
-        Ok(self.with_records(|records| {
-            match records
-                .get_mut(key)
-                .filter(|record| record.expires_at > now)
-            {
-                None => {
-                    records.insert(
-                        key.to_owned(),
-                        MemoryRecord {
-                            fingerprint: fingerprint.to_owned(),
-                            resource_id: resource_id.to_owned(),
-                            lease_until: now + lease,
-                            expires_at: now + ttl,
-                            response: None,
-                        },
-                    );
-                    Claim::Acquired {
+        Ok(self.with_records(|records| match live(records, key, now) {
+            None => {
+                records.insert(
+                    key.to_owned(),
+                    MemoryRecord {
+                        fingerprint: fingerprint.to_owned(),
                         resource_id: resource_id.to_owned(),
-                    }
+                        lease_until: now + lease,
+                        expires_at: now + ttl,
+                        response: None,
+                    },
+                );
+                Claim::Acquired {
+                    resource_id: resource_id.to_owned(),
                 }
-                Some(record) if record.fingerprint != fingerprint => Claim::Mismatch,
-                Some(MemoryRecord {
-                    response: Some(response),
-                    ..
-                }) => Claim::Completed(response.clone()),
-                Some(record) if record.lease_until > now => Claim::InFlight,
-                Some(record) => {
-                    record.lease_until = now + lease;
-                    Claim::Acquired {
-                        resource_id: record.resource_id.clone(),
-                    }
+            }
+            Some(record) if record.fingerprint != fingerprint => Claim::Mismatch,
+            Some(MemoryRecord {
+                response: Some(response),
+                ..
+            }) => Claim::Completed(response.clone()),
+            Some(record) if record.lease_until > now => Claim::InFlight,
+            Some(record) => {
+                record.lease_until = now + lease;
+                Claim::Acquired {
+                    resource_id: record.resource_id.clone(),
                 }
             }
         }))
@@ -273,19 +281,21 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         response: &StoredResponse,
         ttl: Duration,
     ) -> Result<(), StoreError> {
+        let now = Instant::now();
         self.with_records(|records| {
-            if let Some(record) = records.get_mut(key) {
+            if let Some(record) = live(records, key, now) {
                 record.response = Some(response.clone());
-                record.expires_at = Instant::now() + ttl;
+                record.expires_at = now + ttl;
             }
         });
         Ok(())
     }
 
     async fn abandon(&self, key: &str) -> Result<(), StoreError> {
+        let now = Instant::now();
         self.with_records(|records| {
-            if let Some(record) = records.get_mut(key) {
-                record.lease_until = Instant::now();
+            if let Some(record) = live(records, key, now) {
+                record.lease_until = now;
             }
         });
         Ok(())

@@ -19,41 +19,16 @@ use crate::{
     telemetry,
 };
 
-/// Retries `step` every second until it succeeds or `shutdown` fires. Start-up
-/// work that needs a dependency (creating streams, seeding the catalog) runs
-/// this way, so a service starts while NATS or Redis is still away.
-pub async fn retry_until_ok<F, Fut, E>(
-    what: &str,
-    shutdown: &CancellationToken,
-    mut step: F,
-) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    while !shutdown.is_cancelled() {
-        match step().await {
-            Ok(()) => return true,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot {what} yet; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return false,
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    }
-    false
-}
-
 /// Creates the streams (retrying until NATS answers), then sets `ready`.
 pub async fn ensure_topology(
     broker: Arc<dyn Broker>,
     ready: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
-    if retry_until_ok("set up streams", &shutdown, || broker.ensure_topology()).await {
+    if crate::shutdown::retry_until_ok("set up streams", &shutdown, || broker.ensure_topology())
+        .await
+        .is_some()
+    {
         ready.store(true, Ordering::Release);
     }
 }

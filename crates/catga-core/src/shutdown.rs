@@ -1,7 +1,41 @@
 //! Graceful shutdown: one token, cancelled on SIGTERM or Ctrl-C, that every
 //! part of a service watches.
 
+use std::{future::Future, time::Duration};
+
 use tokio_util::sync::CancellationToken;
+
+/// Retries `step` every second until it succeeds (its value) or `shutdown`
+/// fires (`None`, also while a step is under way). Work that needs a
+/// dependency (creating streams, seeding the catalog, binding a consumer)
+/// runs this way, so a service starts while NATS or Redis is still away.
+pub async fn retry_until_ok<T, E, F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut step: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+    E: std::fmt::Display,
+{
+    loop {
+        let outcome = tokio::select! {
+            () = shutdown.cancelled() => return None,
+            outcome = step() => outcome,
+        };
+        match outcome {
+            Ok(value) => return Some(value),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot {what} yet; retrying");
+                tokio::select! {
+                    () = shutdown.cancelled() => return None,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
 
 /// A token cancelled when the process receives SIGTERM or SIGINT (Ctrl-C).
 pub fn on_signals() -> CancellationToken {

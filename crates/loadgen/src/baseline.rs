@@ -45,6 +45,9 @@ pub enum BaselineError {
     Serve(#[from] std::io::Error),
 }
 
+/// Names of the streams the JetStream baseline makes (and deletes) start so.
+pub const BASELINE_STREAM_PREFIX: &str = "LOADGEN_BASELINE_";
+
 /// Serves the echo app on `listener` until `shutdown`.
 pub async fn serve_echo(listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
     let app = Router::new().fallback(echo);
@@ -77,7 +80,7 @@ pub async fn jetstream_publish(
     let client = async_nats::connect(servers).await?;
     let context = jetstream::new(client);
     let run = uuid::Uuid::now_v7().simple().to_string();
-    let name = format!("LOADGEN_BASELINE_{run}");
+    let name = format!("{BASELINE_STREAM_PREFIX}{run}");
     let subject = format!("loadgen.baseline.{run}");
     context
         .create_stream(stream::Config {

@@ -228,7 +228,14 @@ impl Run {
             Ok(response) if response.status() == reqwest::StatusCode::ACCEPTED => {
                 response.bytes().await.map_err(|err| request_error(&err))
             }
-            Ok(response) => Err(format!("HTTP {}", response.status().as_u16())),
+            Ok(response) => {
+                let status = response.status().as_u16();
+                // Read the refusal to its end so the connection goes back to
+                // the pool instead of being closed (a 503 storm would
+                // otherwise open a new connection per request).
+                let _ = response.bytes().await;
+                Err(format!("HTTP {status}"))
+            }
             Err(err) => Err(request_error(&err)),
         };
         drop(permit);
@@ -272,11 +279,10 @@ impl Run {
             if order.status == OrderStatus::Pending {
                 continue;
             }
-            let seen = due.elapsed();
-            let decided = Duration::try_from(order.updated_at - due_wall).unwrap_or(seen);
+            let latency = end_to_end(due_wall, order.updated_at, due.elapsed());
             Counters::bump(&self.counters.completed);
             self.with_record(|r| {
-                r.end_to_end.record(decided.min(seen));
+                r.end_to_end.record(latency);
                 *r.final_states
                     .entry(order.status.as_str().to_owned())
                     .or_default() += 1;
@@ -322,6 +328,16 @@ impl Run {
     }
 }
 
+/// POST → final: from when the order was due (`due_wall`) to when
+/// order-service decided it (`updated_at`), never more than when the
+/// generator saw it final (`seen` after it was due). A clock behind the
+/// generator's (an `updated_at` before `due_wall`) falls back to `seen`.
+fn end_to_end(due_wall: OffsetDateTime, updated_at: OffsetDateTime, seen: Duration) -> Duration {
+    Duration::try_from(updated_at - due_wall)
+        .unwrap_or(seen)
+        .min(seen)
+}
+
 /// A short name for why a request failed, for the error tally.
 fn request_error(err: &reqwest::Error) -> String {
     let kind = if err.is_timeout() {
@@ -334,4 +350,23 @@ fn request_error(err: &reqwest::Error) -> String {
         "request failed"
     };
     kind.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_to_end_is_the_decision_time_bounded_by_when_it_was_seen() {
+        let due = OffsetDateTime::UNIX_EPOCH;
+        let seen = Duration::from_millis(40);
+        let decided = due + Duration::from_millis(7);
+        assert_eq!(end_to_end(due, decided, seen), Duration::from_millis(7));
+        // A clock ahead of the generator's cannot make it longer than seen.
+        let late = due + Duration::from_millis(90);
+        assert_eq!(end_to_end(due, late, seen), seen);
+        // A clock behind it falls back to when it was seen.
+        let early = due - Duration::from_millis(5);
+        assert_eq!(end_to_end(due, early, seen), seen);
+    }
 }

@@ -17,6 +17,9 @@ use catga_core::{
 
 use crate::notifier::{Notifier, NotifyError};
 
+/// The claim fingerprint of every event: the event id alone is its identity.
+const EVENT_FINGERPRINT: &str = "event";
+
 /// Margin of the send lease over the longest a send can take.
 const SEND_LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// How long a sent event id is remembered: longer than the events stream keeps events.
@@ -60,7 +63,7 @@ impl Handler for EventHandler {
             .records
             .claim(
                 &event.event_id,
-                "event",
+                EVENT_FINGERPRINT,
                 &event.event_id,
                 self.notifier.worst_case_send_time() + SEND_LEASE_MARGIN,
                 SENT_TTL,
@@ -80,13 +83,10 @@ impl Handler for EventHandler {
                     event.event_id
                 )));
             }
-            Claim::Mismatch => {
-                return Err(HandleError::Permanent(format!(
-                    "event id {} reused for a different event",
-                    event.event_id
-                )));
-            }
-            Claim::Acquired { .. } => {}
+            // Every event claims with the same fingerprint (a republished
+            // event differs in its timestamp, not in what it notifies), so
+            // there is never a mismatch to refuse.
+            Claim::Acquired { .. } | Claim::Mismatch => {}
         }
         match self.notifier.send(&event).await {
             Ok(()) => {

@@ -88,7 +88,6 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "order-api listening");
     }
-    tokio::spawn(service::watch_health(health.clone(), shutdown.clone()));
     let drain = service::drain_on(&shutdown, &health);
     catga_core::http::serve(listener, app(state, health), drain).await?;
     embedded_stop.cancel();
@@ -111,10 +110,7 @@ async fn distributed(
     shutdown: &CancellationToken,
 ) -> Result<Backends, ServiceError> {
     let connections = Connections::open(services::ORDER_API, nats, redis, shutdown).await?;
-    tokio::spawn(order_service::seed_catalog(
-        connections.store.clone(),
-        shutdown.clone(),
-    ));
+    tokio::spawn(seed_catalog(connections.store.clone(), shutdown.clone()));
     Ok(Backends {
         store: connections.store,
         broker: connections.broker,
@@ -156,10 +152,24 @@ async fn embedded_backends(
         grace,
         stop.clone(),
     ));
+    // Distributed health is watched by `Connections::open`.
+    let health = Health::new(services::ORDER_API, Vec::new());
+    tasks.spawn(service::watch_health(health.clone(), stop.clone()));
     Ok(Backends {
         store: Arc::new(store),
         broker: Arc::new(broker),
         idempotency: Arc::new(MemoryIdempotencyStore::new()),
-        health: Health::new(services::ORDER_API, Vec::new()),
+        health,
     })
+}
+
+/// Seeds the default catalog once Redis answers. order-api owns the catalog
+/// (it prices orders and administers products), so it alone seeds it; the
+/// script only adds missing products, so every replica may run it.
+async fn seed_catalog(store: Arc<dyn OrderStore>, shutdown: CancellationToken) {
+    let catalog = default_catalog();
+    catga_core::shutdown::retry_until_ok("seed the catalog", &shutdown, || {
+        store.ensure_catalog(&catalog)
+    })
+    .await;
 }

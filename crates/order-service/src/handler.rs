@@ -10,10 +10,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use catga_core::{
     contracts::{CancelOrder, OrderEvent, PlaceOrder, metrics as names, services, subjects},
-    domain::OrderStatus,
+    domain::OrderId,
     messaging::{Delivery, HandleError, Handler, OutgoingMessage, Publisher},
     store::{Applied, Effect, OrderStore, StoreError},
 };
+use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 
 /// Handles the commands of the `order-processing` consumer.
@@ -36,46 +37,38 @@ impl CommandHandler {
         // A crash after the effect is stored and before its event is published.
         fail::fail_point!("catga::after-apply");
         self.record(&applied);
-        self.publish_effect(&applied, &command.order_id.to_string(), || OrderEvent {
-            event_id: String::new(),
-            order_id: command.order_id,
-            customer_id: command.customer_id.clone(),
-            status: OrderStatus::Pending,
-            reason: None,
-            total_amount: command.total_amount,
-            occurred_at: time::OffsetDateTime::now_utc(),
-        })
+        self.publish_effect(
+            &applied,
+            command.order_id,
+            &command.customer_id,
+            command.total_amount,
+        )
         .await
     }
 
     async fn cancel(&self, command: CancelOrder) -> Result<(), HandleError> {
+        let missing =
+            || HandleError::Permanent(format!("order {} does not exist", command.order_id));
         let order = self
             .store
             .order(&command.order_id)
             .await
             .map_err(store_error)?
-            .ok_or_else(|| {
-                HandleError::Permanent(format!("order {} does not exist", command.order_id))
-            })?;
+            .ok_or_else(missing)?;
         let applied = self
             .store
             .apply_cancel(&command, &order.items)
             .await
             .map_err(store_error)?
-            .ok_or_else(|| {
-                HandleError::Permanent(format!("order {} does not exist", command.order_id))
-            })?;
+            .ok_or_else(missing)?;
         fail::fail_point!("catga::after-apply");
         self.record(&applied);
-        self.publish_effect(&applied, &command.order_id.to_string(), || OrderEvent {
-            event_id: String::new(),
-            order_id: order.order_id,
-            customer_id: order.customer_id.clone(),
-            status: OrderStatus::Pending,
-            reason: None,
-            total_amount: order.total_amount,
-            occurred_at: time::OffsetDateTime::now_utc(),
-        })
+        self.publish_effect(
+            &applied,
+            order.order_id,
+            &order.customer_id,
+            order.total_amount,
+        )
         .await
     }
 
@@ -94,17 +87,23 @@ impl CommandHandler {
     async fn publish_effect(
         &self,
         applied: &Applied,
-        order_id: &str,
-        base: impl FnOnce() -> OrderEvent,
+        order_id: OrderId,
+        customer_id: &str,
+        total_amount: Decimal,
     ) -> Result<(), HandleError> {
         let Effect::Transitioned { status, reason } = &applied.effect else {
             tracing::info!(%order_id, effect = ?applied.effect, "command had no effect");
             return Ok(());
         };
-        let mut event = base();
-        event.status = *status;
-        event.reason = reason.clone();
-        event.event_id = OrderEvent::id_for(&event.order_id, *status);
+        let event = OrderEvent {
+            event_id: OrderEvent::id_for(&order_id, *status),
+            order_id,
+            customer_id: customer_id.to_owned(),
+            status: *status,
+            reason: reason.clone(),
+            total_amount,
+            occurred_at: time::OffsetDateTime::now_utc(),
+        };
         let payload = serde_json::to_vec(&event)
             .map_err(|err| HandleError::Permanent(format!("cannot encode event: {err}")))?;
         self.publisher

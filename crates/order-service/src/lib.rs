@@ -14,7 +14,6 @@ use catga_core::{
     CancellationToken,
     config::NatsSettings,
     contracts::{services, streams},
-    domain::default_catalog,
     messaging::{Broker, ConsumerOptions, ConsumerSpec, run_consumer},
     service::{self, Connections, ServiceError},
     store::OrderStore,
@@ -69,7 +68,6 @@ pub async fn run(
         &shutdown,
     )
     .await?;
-    tokio::spawn(seed_catalog(connections.store.clone(), shutdown.clone()));
     tracing::info!(queue_group = %settings.nats.queue_group, "binding the shared durable consumer");
     let (broker, store) = (connections.broker.clone(), connections.store.clone());
     let grace = settings.common.shutdown_grace;
@@ -82,13 +80,4 @@ pub async fn run(
         |spec, drain| consume(broker, store, spec, grace, drain),
     )
     .await
-}
-
-/// Seeds the default catalog once Redis answers (idempotent: any replica may do it).
-pub async fn seed_catalog(store: Arc<dyn OrderStore>, shutdown: CancellationToken) {
-    let catalog = default_catalog();
-    service::retry_until_ok("seed the catalog", &shutdown, || {
-        store.ensure_catalog(&catalog)
-    })
-    .await;
 }

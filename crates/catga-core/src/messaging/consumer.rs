@@ -75,18 +75,11 @@ pub async fn run_consumer(
     let abandon = CancellationToken::new();
     let mut tasks = JoinSet::new();
     'subscribe: while !shutdown.is_cancelled() {
-        let mut deliveries = tokio::select! {
-            () = shutdown.cancelled() => break,
-            subscribed = broker.subscribe(&spec) => match subscribed {
-                Ok(deliveries) => deliveries,
-                Err(err) => {
-                    tracing::warn!(consumer = %spec.durable, error = %err, "cannot bind consumer yet; retrying");
-                    tokio::select! {
-                        () = shutdown.cancelled() => break,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            },
+        let bind = format!("bind consumer {}", spec.durable);
+        let Some(mut deliveries) =
+            crate::shutdown::retry_until_ok(&bind, &shutdown, || broker.subscribe(&spec)).await
+        else {
+            break;
         };
         tracing::info!(consumer = %spec.durable, stream = spec.stream, "consuming");
         loop {
@@ -94,7 +87,7 @@ pub async fn run_consumer(
             // Take a slot before pulling, so only what can be worked on is pulled.
             let slot = tokio::select! {
                 () = shutdown.cancelled() => {
-                    hand_back_buffered(&spec.durable, &mut deliveries).await;
+                    hand_back_buffered(&spec.durable, &mut deliveries, spec.max_in_flight).await;
                     break 'subscribe;
                 }
                 slot = Arc::clone(&slots).acquire_owned() => match slot {
@@ -104,7 +97,7 @@ pub async fn run_consumer(
             };
             let next = tokio::select! {
                 () = shutdown.cancelled() => {
-                    hand_back_buffered(&spec.durable, &mut deliveries).await;
+                    hand_back_buffered(&spec.durable, &mut deliveries, spec.max_in_flight).await;
                     break 'subscribe;
                 }
                 next = deliveries.next() => next,
@@ -153,17 +146,20 @@ pub async fn run_consumer(
 }
 
 /// Gives back messages the client pulled but the loop never started, so a
-/// stopping replica leaves nothing waiting for the ack timeout.
+/// stopping replica leaves nothing waiting for the ack timeout. At most one
+/// batch (`limit`, the pull size) is buffered: reading further would only pull
+/// more. Each goes back with [`HANDBACK_DELAY`], so none returns to this
+/// replica's still-open pull while it empties it.
 async fn hand_back_buffered(
     consumer: &str,
     deliveries: &mut futures::stream::BoxStream<'static, Result<Delivery, super::MessagingError>>,
+    limit: usize,
 ) {
-    const MAX_HAND_BACK: usize = 10_000;
     let mut handed_back = 0;
-    while handed_back < MAX_HAND_BACK {
+    while handed_back < limit {
         match tokio::time::timeout(Duration::from_millis(50), deliveries.next()).await {
             Ok(Some(Ok(delivery))) => {
-                if let Err(err) = delivery.acker.nak(Duration::ZERO).await {
+                if let Err(err) = delivery.acker.nak(HANDBACK_DELAY).await {
                     tracing::debug!(message = %delivery.id, error = %err, "hand-back failed");
                 }
                 handed_back += 1;

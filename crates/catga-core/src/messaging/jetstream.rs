@@ -55,16 +55,6 @@ impl JetStreamBroker {
             stream_replicas: settings.stream_replicas,
         })
     }
-
-    /// The underlying client, for callers that need plain NATS.
-    pub fn client(&self) -> &async_nats::Client {
-        &self.client
-    }
-
-    /// The JetStream context, for tests and tools.
-    pub fn context(&self) -> &jetstream::Context {
-        &self.context
-    }
 }
 
 #[async_trait]
@@ -177,21 +167,13 @@ impl Broker for JetStreamBroker {
         );
         // A queue group: one replica handles each advisory.
         let queue = format!("catga-dead-letter-{}", spec.durable);
-        let mut advisories = loop {
-            match self
-                .client
-                .queue_subscribe(subject.clone(), queue.clone())
-                .await
-            {
-                Ok(subscriber) => break subscriber,
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot watch for exhausted messages yet; retrying");
-                    tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
+        let Some(mut advisories) =
+            crate::shutdown::retry_until_ok("watch for exhausted messages", &shutdown, || {
+                self.client.queue_subscribe(subject.clone(), queue.clone())
+            })
+            .await
+        else {
+            return;
         };
         loop {
             let advisory = tokio::select! {
@@ -215,11 +197,7 @@ impl Broker for JetStreamBroker {
         &self,
         spec: &ConsumerSpec,
     ) -> Result<Option<(u64, u64)>, MessagingError> {
-        let stream = self
-            .context
-            .get_stream_no_info(spec.stream)
-            .await
-            .map_err(|err| MessagingError::Consumer(format!("stream {}: {err}", spec.stream)))?;
+        let stream = self.stream(spec.stream).await?;
         let info = stream
             .consumer_info(&spec.durable)
             .await
@@ -237,21 +215,16 @@ fn delivery_from(message: jetstream::Message) -> Result<Delivery, MessagingError
             .info()
             .map_err(|err| MessagingError::Unavailable(format!("message metadata: {err}")))?;
         (
-            format!("{}:{}", info.stream, info.stream_sequence),
+            message_identity(info.stream, info.stream_sequence),
             info.delivered,
         )
     };
     let (message, acker) = message.split();
     let headers = message
         .headers
-        .iter()
-        .flat_map(|map| map.iter())
-        .flat_map(|(name, values)| {
-            values
-                .iter()
-                .map(move |value| (name.to_string(), value.to_string()))
-        })
-        .collect();
+        .as_ref()
+        .map(header_pairs)
+        .unwrap_or_default();
     Ok(Delivery {
         id,
         subject: message.subject.to_string(),
@@ -262,6 +235,24 @@ fn delivery_from(message: jetstream::Message) -> Result<Delivery, MessagingError
     })
 }
 
+/// A message's identity across deliveries: `stream:sequence`. Both
+/// dead-letter paths (the consumer's and the max-deliveries advisory) name
+/// a message by it, so the dead-letter stream deduplicates their copies.
+fn message_identity(stream: &str, sequence: u64) -> String {
+    format!("{stream}:{sequence}")
+}
+
+fn header_pairs(headers: &async_nats::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .flat_map(|(name, values)| {
+            values
+                .iter()
+                .map(move |value| (name.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
 /// The part of `io.nats.jetstream.advisory.v1.max_deliver` we use.
 #[derive(serde::Deserialize)]
 struct MaxDeliveries {
@@ -270,6 +261,13 @@ struct MaxDeliveries {
 }
 
 impl JetStreamBroker {
+    async fn stream(&self, name: &str) -> Result<jetstream::stream::Stream<()>, MessagingError> {
+        self.context
+            .get_stream_no_info(name)
+            .await
+            .map_err(|err| MessagingError::Consumer(format!("stream {name}: {err}")))
+    }
+
     /// Copies one exhausted message to the dead-letter stream; a work-queue
     /// stream then drops it (it would otherwise stay there, undelivered, forever).
     async fn forward_exhausted(
@@ -278,33 +276,21 @@ impl JetStreamBroker {
         service: &'static str,
         exhausted: &MaxDeliveries,
     ) -> Result<(), MessagingError> {
-        let stream = self
-            .context
-            .get_stream_no_info(spec.stream)
-            .await
-            .map_err(|err| MessagingError::Consumer(format!("stream {}: {err}", spec.stream)))?;
+        let stream = self.stream(spec.stream).await?;
         let original = stream
             .get_raw_message(exhausted.stream_seq)
             .await
             .map_err(|err| {
                 MessagingError::Consumer(format!("message {}: {err}", exhausted.stream_seq))
             })?;
-        let headers: Vec<(String, String)> = original
-            .headers
-            .iter()
-            .flat_map(|(name, values)| {
-                values
-                    .iter()
-                    .map(move |v| (name.to_string(), v.to_string()))
-            })
-            .collect();
+        let headers = header_pairs(&original.headers);
         let reason = format!(
             "not acknowledged after {} deliveries (the handler crashed or timed out each time)",
             exhausted.deliveries
         );
         let message = super::dead_letter_message(
             &original.subject,
-            &format!("{}:{}", spec.stream, exhausted.stream_seq),
+            &message_identity(spec.stream, exhausted.stream_seq),
             &headers,
             original.payload,
             &reason,

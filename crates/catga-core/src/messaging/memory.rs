@@ -64,16 +64,6 @@ impl MemoryBroker {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
-
-    /// Messages no consumer has taken (dead letters, in practice).
-    pub fn unconsumed(&self, filter: &str) -> Vec<OutgoingMessage> {
-        self.lock()
-            .backlog
-            .iter()
-            .filter(|stored| subject_matches(filter, &stored.message.subject))
-            .map(|stored| stored.message.clone())
-            .collect()
-    }
 }
 
 #[async_trait]

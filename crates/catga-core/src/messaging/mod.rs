@@ -209,7 +209,11 @@ pub trait Publisher: Send + Sync + 'static {
             messaging.system = "nats",
             messaging.destination.name = %message.subject,
             messaging.message.id = %message.msg_id,
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty,
         );
+        // Log lines inside the publish find their trace like any other's.
+        crate::telemetry::record_ids(&span);
         let sent = async {
             crate::telemetry::inject_into_message(&mut message.headers);
             self.send(message).await

@@ -119,7 +119,9 @@ mod tests {
 
     #[test]
     fn effect_decodes_the_markers_the_scripts_write() {
-        // Exactly the strings APPLY_PLACE and APPLY_CANCEL store.
+        // The shapes APPLY_PLACE and APPLY_CANCEL build in store/redis.rs
+        // (`'applied|Rejected|' .. reason` and so on), copied here; that the
+        // scripts write them is exercised against a real Redis by tests/e2e.
         for (marker, effect) in [
             (
                 "applied|Rejected|insufficient stock for A|B",

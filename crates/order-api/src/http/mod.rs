@@ -153,6 +153,20 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<catga_core::domain::ValidationError> for ApiError {
+    fn from(err: catga_core::domain::ValidationError) -> Self {
+        ApiError(
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-request",
+                "The request is not valid",
+            )
+            .detail(err.to_string())
+            .field(err.field()),
+        )
+    }
+}
+
 impl From<MessagingError> for ApiError {
     fn from(err: MessagingError) -> Self {
         tracing::warn!(error = %err, "cannot publish");

@@ -53,7 +53,9 @@ impl Modify for BearerAuth {
     }
 }
 
-/// `GET /api/openapi.json`.
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// `GET /api/openapi.json`: the document is built once, on first request.
+pub async fn document() -> Json<&'static utoipa::openapi::OpenApi> {
+    static DOCUMENT: std::sync::LazyLock<utoipa::openapi::OpenApi> =
+        std::sync::LazyLock::new(ApiDoc::openapi);
+    Json(&DOCUMENT)
 }

@@ -8,7 +8,7 @@ use axum::{
 };
 use catga_core::{
     contracts::{CancelOrder, PlaceOrder, headers, metrics as names, services, subjects},
-    domain::{self, Order, OrderDraft, OrderId, OrderStatus, RequestedItem, ValidationError},
+    domain::{self, Order, OrderDraft, OrderId, OrderStatus, RequestedItem},
     http::Problem,
     idempotency::{Claim, StoredResponse},
     messaging::{MessagingError, OutgoingMessage},
@@ -56,16 +56,6 @@ pub struct OrderPage {
     pub items: Vec<Order>,
     /// Pass as `cursor` for the next page; `null` on the last page.
     pub next_cursor: Option<String>,
-}
-
-fn validation_problem(err: &ValidationError) -> Problem {
-    Problem::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid-request",
-        "The request is not valid",
-    )
-    .detail(err.to_string())
-    .field(err.field())
 }
 
 fn not_found(order_id: &str) -> Problem {
@@ -184,12 +174,11 @@ pub async fn create(
             quantity: item.quantity,
         })
         .collect();
-    domain::validate_order_request(&request.customer_id, &requested)
-        .map_err(|err| validation_problem(&err))?;
+    domain::validate_order_request(&request.customer_id, &requested).map_err(ApiError::from)?;
     let ids: Vec<&str> = requested.iter().map(|i| i.product_id.as_str()).collect();
     let catalog = state.store.products_by_id(&ids).await?;
     let (items, total_amount) =
-        domain::price_items(&requested, &catalog).map_err(|err| validation_problem(&err))?;
+        domain::price_items(&requested, &catalog).map_err(ApiError::from)?;
 
     let key = match (&state.idempotency, idempotency_key(&headers)?) {
         (Some(store), Some(key)) => Some((store, key)),

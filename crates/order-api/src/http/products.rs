@@ -135,19 +135,8 @@ pub async fn upsert(
     Path(product_id): Path<String>,
     JsonBody { value: body, .. }: JsonBody<ProductUpsert>,
 ) -> Result<Json<Product>, ApiError> {
-    let invalid = |err: domain::ValidationError| {
-        ApiError(
-            Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-request",
-                "The request is not valid",
-            )
-            .detail(err.to_string())
-            .field(err.field()),
-        )
-    };
-    domain::validate_text("productId", &product_id, limits::MAX_ID_LEN).map_err(invalid)?;
-    domain::validate_product(&body.name, body.unit_price, body.stock).map_err(invalid)?;
+    domain::validate_text("productId", &product_id, limits::MAX_ID_LEN).map_err(ApiError::from)?;
+    domain::validate_product(&body.name, body.unit_price, body.stock).map_err(ApiError::from)?;
     let product = Product {
         product_id,
         name: body.name.trim().to_owned(),
