@@ -1,0 +1,179 @@
+//! The service binaries as processes, and the whole system of a test.
+
+use crate::{
+    api::Api,
+    process::{Process, binary, free_port},
+    servers::{Nats, Redis},
+    webhook::WebhookReceiver,
+};
+use std::{
+    collections::HashMap,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use catga_core::config::keys;
+use tempfile::TempDir;
+
+/// The sum of a metric over several services.
+pub async fn metric_total(services: &[Service], prefix: &str) -> f64 {
+    let values = futures::future::join_all(services.iter().map(|s| s.metric_sum(prefix))).await;
+    values.iter().sum()
+}
+
+/// A service binary running as a process.
+pub struct Service {
+    pub name: &'static str,
+    pub port: u16,
+    pub process: Process,
+}
+
+impl Service {
+    /// Starts `name` with `env` (plus its own `Http__Port`) and waits until ready.
+    pub async fn start(name: &'static str, env: &HashMap<String, String>, log_dir: &Path) -> Self {
+        let service = Self::spawn(name, env, log_dir);
+        service.wait_ready(Duration::from_secs(40)).await;
+        service
+    }
+
+    /// Starts `name` without waiting.
+    pub fn spawn(name: &'static str, env: &HashMap<String, String>, log_dir: &Path) -> Self {
+        let port = free_port();
+        let mut env = env.clone();
+        env.insert("Http__Port".into(), port.to_string());
+        let log_name = format!("{name}-{port}");
+        let process = Process::spawn(&log_name, binary(name), Vec::new(), env, log_dir);
+        Self {
+            name,
+            port,
+            process,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub async fn ready_status(&self) -> Option<u16> {
+        reqwest::get(self.url("/health/ready"))
+            .await
+            .ok()
+            .map(|r| r.status().as_u16())
+    }
+
+    pub async fn wait_ready(&self, within: Duration) {
+        let name = self.name;
+        let logs = || self.process.logs();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if self.ready_status().await == Some(200) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{name} not ready after {within:?}; its log:\n{}", logs());
+    }
+
+    /// The value of a Prometheus series line starting with `prefix`, summed.
+    pub async fn metric_sum(&self, prefix: &str) -> f64 {
+        let text = reqwest::get(self.url("/metrics"))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter(|line| line.starts_with(prefix))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+/// What every service of a test system needs: where NATS, Redis and the
+/// webhook are, and the admin JWT secret. Callers add their own settings.
+pub fn service_env(nats_url: &str, redis: &str, webhook_url: &str) -> HashMap<String, String> {
+    [
+        (keys::NATS_URL, nats_url),
+        (keys::REDIS_CONFIGURATION, redis),
+        (keys::JWT_SECRET, JWT_SECRET),
+        (keys::WEBHOOK_URL, webhook_url),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// The whole system: NATS, Redis, a webhook receiver, order-api, two
+/// order-service replicas and a notification-service.
+pub struct System {
+    pub nats: Nats,
+    pub redis: Redis,
+    pub webhook: WebhookReceiver,
+    pub api: Service,
+    pub order_services: Vec<Service>,
+    pub notifications: Service,
+    pub env: HashMap<String, String>,
+    pub logs: TempDir,
+}
+
+/// The JWT secret the test system runs with.
+pub const JWT_SECRET: &str = "test-secret-that-is-long-enough-for-hs256";
+
+impl System {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts the system with extra environment for every service.
+    pub async fn start_with(extra_env: &[(&str, &str)]) -> Self {
+        let (nats, redis, webhook) =
+            tokio::join!(Nats::start(), Redis::start(), WebhookReceiver::start());
+        let logs = TempDir::new().expect("log dir");
+        let mut env = service_env(&nats.url(), &redis.configuration(), &webhook.url);
+        env.insert(keys::SHUTDOWN_GRACE_SECONDS.into(), "10".into());
+        env.insert(keys::LOG_LEVEL.into(), "info,catga_core=debug".into());
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let (api, first, second, notifications) = tokio::join!(
+            Service::start("order-api", &env, logs.path()),
+            Service::start("order-service", &env, logs.path()),
+            Service::start("order-service", &env, logs.path()),
+            Service::start("notification-service", &env, logs.path()),
+        );
+        Self {
+            nats,
+            redis,
+            webhook,
+            api,
+            order_services: vec![first, second],
+            notifications,
+            env,
+            logs,
+        }
+    }
+
+    /// The API client.
+    pub fn client(&self) -> Api {
+        Api::new(self.api.url(""))
+    }
+
+    /// Every service's log, for failure messages.
+    pub fn all_logs(&self) -> String {
+        let mut out = String::new();
+        for service in std::iter::once(&self.api)
+            .chain(&self.order_services)
+            .chain(std::iter::once(&self.notifications))
+        {
+            out.push_str(&format!(
+                "===== {} :{}\n{}",
+                service.name,
+                service.port,
+                service.process.logs()
+            ));
+        }
+        out
+    }
+}
