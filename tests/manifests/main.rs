@@ -114,7 +114,9 @@ pub fn parse_settings(service: &str, env: &Env) -> Parsed {
     match service {
         services::ORDER_API => {
             let s = order_api::Settings::from_env(env).unwrap_or_else(|e| fail(e));
-            let order_api::Mode::Distributed { nats, .. } = s.mode else {
+            let Some(order_api::Distributed { nats, .. }) =
+                order_api::Distributed::from_env(env).unwrap_or_else(|e| fail(e))
+            else {
                 panic!(
                     "order-api would run embedded: {} is not set",
                     keys::NATS_URL

@@ -3,31 +3,65 @@
 //!
 //! One primitive serves two places: HTTP `Idempotency-Key` handling in
 //! order-api (IETF httpapi idempotency-key draft semantics) and per-event
-//! delivery in notification-service.
+//! delivery in notification-service. What a completed record keeps is an
+//! opaque outcome: order-api keeps the response it replays, notification-service
+//! keeps nothing. Neither shape is this module's concern.
 //!
-//! A record is claimed (in flight, with a lease), then completed (with the
-//! response to replay) or abandoned (lease ends now, the resource id is kept,
-//! so a retry reuses it and downstream deduplication on that id still holds).
+//! A record is claimed (in flight, with a lease), then completed (with its
+//! outcome) or abandoned (lease ends now, the resource id is kept, so a retry
+//! reuses it and downstream deduplication on that id still holds).
+//!
+//! [`RedisIdempotencyStore`] is the production store, [`MemoryIdempotencyStore`]
+//! its in-process twin; `tests/contracts/idempotency.rs` holds both to one
+//! contract.
 
 use std::{
     collections::HashMap,
     sync::{Arc, LazyLock, Mutex},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use async_trait::async_trait;
 use redis::{Script, aio::ConnectionManager};
-use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
-use crate::store::StoreError;
+use crate::error::BoxError;
 
-/// A response kept for replay.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredResponse {
-    pub status: u16,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub location: Option<String>,
-    pub body: String,
+/// An idempotency record could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum IdempotencyError {
+    #[error("idempotency store unavailable")]
+    Unavailable(#[source] redis::RedisError),
+    #[error("idempotency record {key:?} cannot be read")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("idempotency record {key:?}: unknown claim reply {reply:?}")]
+    UnknownReply { key: String, reply: String },
+}
+
+impl IdempotencyError {
+    /// Worth retrying: the store may answer later. A record that cannot be
+    /// read will not read better next time.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, IdempotencyError::Unavailable(_))
+    }
+
+    fn from_redis(key: &str, err: redis::RedisError) -> Self {
+        if matches!(
+            err.kind(),
+            redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType
+        ) {
+            IdempotencyError::Corrupt {
+                key: key.to_owned(),
+                source: err.into(),
+            }
+        } else {
+            IdempotencyError::Unavailable(err)
+        }
+    }
 }
 
 /// The result of claiming a key.
@@ -40,49 +74,69 @@ pub enum Claim {
     InFlight,
     /// The key was used with a different request.
     Mismatch,
-    /// Done before: replay this.
-    Completed(StoredResponse),
+    /// Done before: the outcome the claimant that completed it saved.
+    Completed { outcome: Vec<u8> },
+}
+
+/// How long a claim holds and how long the record is remembered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Terms {
+    /// How long the claimant may work before another may take the key over.
+    pub lease: Duration,
+    /// How long the record lives from the claim (and again from completion).
+    pub ttl: Duration,
 }
 
 #[async_trait]
 pub trait IdempotencyStore: Send + Sync + 'static {
-    /// Claims `key` for a request identified by `fingerprint`.
+    /// Claims `key` for a request identified by `fingerprint`, proposing
+    /// `resource_id` for what the request creates.
     async fn claim(
         &self,
         key: &str,
         fingerprint: &str,
         resource_id: &str,
-        lease: Duration,
-        ttl: Duration,
-    ) -> Result<Claim, StoreError>;
+        terms: Terms,
+    ) -> Result<Claim, IdempotencyError>;
 
-    /// Marks `key` done with `response`, kept for `ttl`.
+    /// Marks a live record `key` done with `outcome`, kept for `ttl`. A record
+    /// that has expired meanwhile is not recreated.
     async fn complete(
         &self,
         key: &str,
-        response: &StoredResponse,
+        outcome: &[u8],
         ttl: Duration,
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), IdempotencyError>;
 
     /// Ends the lease now so a retry can take over immediately.
-    async fn abandon(&self, key: &str) -> Result<(), StoreError>;
+    async fn abandon(&self, key: &str) -> Result<(), IdempotencyError>;
 }
+
+fn millis(duration: Duration) -> u64 {
+    // Rounded up: a positive TTL below a millisecond must not mean "expired".
+    u64::try_from(duration.as_micros().div_ceil(1000)).unwrap_or(u64::MAX)
+}
+
+// The hash fields: fp (fingerprint), state (inflight|done), lease (ms, Redis
+// clock), resource (resource id), response (the outcome; the name predates
+// outcomes that are not HTTP responses and is kept for stored records).
 
 static CLAIM: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: record   ARGV: fingerprint, resourceId, leaseMs, ttlSeconds
+-- KEYS: record   ARGV: fingerprint, resourceId, leaseMs, ttlMs
 -- Redis' clock, not the callers', decides whether a lease has run out.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local rec = redis.call('HMGET', KEYS[1], 'fp', 'state', 'lease', 'resource', 'response')
 if not rec[1] then
+  redis.call('DEL', KEYS[1])
   redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'state', 'inflight', 'lease', now + tonumber(ARGV[3]), 'resource', ARGV[2])
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
+  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]))
   return {'acquired', ARGV[2]}
 end
 if rec[1] ~= ARGV[1] then return {'mismatch', ''} end
-if rec[2] == 'done' then return {'completed', rec[5]} end
+if rec[2] == 'done' then return {'completed', rec[5] or ''} end
 if tonumber(rec[3]) > now then return {'inflight', ''} end
 redis.call('HSET', KEYS[1], 'lease', now + tonumber(ARGV[3]))
 return {'acquired', rec[4]}",
@@ -92,9 +146,20 @@ return {'acquired', rec[4]}",
 static COMPLETE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
--- KEYS: record   ARGV: response, ttlSeconds
+-- KEYS: record   ARGV: outcome, ttlMs
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], 'state', 'done', 'response', ARGV[1])
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
+return 1",
+    )
+});
+
+static ABANDON: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+-- KEYS: record
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'lease', 0)
 return 1",
     )
 });
@@ -124,25 +189,31 @@ impl IdempotencyStore for RedisIdempotencyStore {
         key: &str,
         fingerprint: &str,
         resource_id: &str,
-        lease: Duration,
-        ttl: Duration,
-    ) -> Result<Claim, StoreError> {
-        let (kind, value): (String, String) = CLAIM
+        terms: Terms,
+    ) -> Result<Claim, IdempotencyError> {
+        let (kind, value): (String, Vec<u8>) = CLAIM
             .key(self.key(key))
             .arg(fingerprint)
             .arg(resource_id)
-            .arg(u64::try_from(lease.as_millis()).unwrap_or(u64::MAX))
-            .arg(ttl.as_secs().max(1))
+            .arg(millis(terms.lease))
+            .arg(millis(terms.ttl))
             .invoke_async(&mut self.conn.clone())
-            .await?;
+            .await
+            .map_err(|err| IdempotencyError::from_redis(key, err))?;
         match kind.as_str() {
-            "acquired" => Ok(Claim::Acquired { resource_id: value }),
+            "acquired" => String::from_utf8(value)
+                .map(|resource_id| Claim::Acquired { resource_id })
+                .map_err(|err| IdempotencyError::Corrupt {
+                    key: key.to_owned(),
+                    source: err.into(),
+                }),
             "inflight" => Ok(Claim::InFlight),
             "mismatch" => Ok(Claim::Mismatch),
-            "completed" => serde_json::from_str(&value)
-                .map(Claim::Completed)
-                .map_err(|err| StoreError::Corrupt(format!("idempotency record {key}: {err}"))),
-            other => Err(StoreError::Corrupt(format!("claim reply {other:?}"))),
+            "completed" => Ok(Claim::Completed { outcome: value }),
+            _ => Err(IdempotencyError::UnknownReply {
+                key: key.to_owned(),
+                reply: kind,
+            }),
         }
     }
 
@@ -150,28 +221,26 @@ impl IdempotencyStore for RedisIdempotencyStore {
     async fn complete(
         &self,
         key: &str,
-        response: &StoredResponse,
+        outcome: &[u8],
         ttl: Duration,
-    ) -> Result<(), StoreError> {
-        let body =
-            serde_json::to_string(response).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+    ) -> Result<(), IdempotencyError> {
         let _: i64 = COMPLETE
             .key(self.key(key))
-            .arg(body)
-            .arg(ttl.as_secs().max(1))
+            .arg(outcome)
+            .arg(millis(ttl))
             .invoke_async(&mut self.conn.clone())
-            .await?;
+            .await
+            .map_err(|err| IdempotencyError::from_redis(key, err))?;
         Ok(())
     }
 
     #[tracing::instrument(skip_all, fields(otel.name = "redis idempotency abandon", otel.kind = "client", db.system.name = "redis"))]
-    async fn abandon(&self, key: &str) -> Result<(), StoreError> {
-        let _: i64 = redis::cmd("HSET")
-            .arg(self.key(key))
-            .arg("lease")
-            .arg(0)
-            .query_async(&mut self.conn.clone())
-            .await?;
+    async fn abandon(&self, key: &str) -> Result<(), IdempotencyError> {
+        let _: i64 = ABANDON
+            .key(self.key(key))
+            .invoke_async(&mut self.conn.clone())
+            .await
+            .map_err(|err| IdempotencyError::from_redis(key, err))?;
         Ok(())
     }
 }
@@ -181,7 +250,7 @@ struct MemoryRecord {
     resource_id: String,
     lease_until: Instant,
     expires_at: Instant,
-    response: Option<StoredResponse>,
+    outcome: Option<Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -194,7 +263,8 @@ struct MemoryRecords {
 /// ignore them; the sweep only bounds memory).
 const SWEEP_PERIOD: Duration = Duration::from_secs(1);
 
-/// Records in process memory, for the embedded mode and tests.
+/// Records in process memory, for the embedded mode and tests. Time is
+/// tokio's, so tests can run it under paused time.
 #[derive(Clone, Default)]
 pub struct MemoryIdempotencyStore {
     records: Arc<Mutex<MemoryRecords>>,
@@ -240,9 +310,8 @@ impl IdempotencyStore for MemoryIdempotencyStore {
         key: &str,
         fingerprint: &str,
         resource_id: &str,
-        lease: Duration,
-        ttl: Duration,
-    ) -> Result<Claim, StoreError> {
+        terms: Terms,
+    ) -> Result<Claim, IdempotencyError> {
         let now = Instant::now();
         Ok(self.with_records(|records| match live(records, key, now) {
             None => {
@@ -251,9 +320,9 @@ impl IdempotencyStore for MemoryIdempotencyStore {
                     MemoryRecord {
                         fingerprint: fingerprint.to_owned(),
                         resource_id: resource_id.to_owned(),
-                        lease_until: now + lease,
-                        expires_at: now + ttl,
-                        response: None,
+                        lease_until: now + terms.lease,
+                        expires_at: now + terms.ttl,
+                        outcome: None,
                     },
                 );
                 Claim::Acquired {
@@ -262,12 +331,14 @@ impl IdempotencyStore for MemoryIdempotencyStore {
             }
             Some(record) if record.fingerprint != fingerprint => Claim::Mismatch,
             Some(MemoryRecord {
-                response: Some(response),
+                outcome: Some(outcome),
                 ..
-            }) => Claim::Completed(response.clone()),
+            }) => Claim::Completed {
+                outcome: outcome.clone(),
+            },
             Some(record) if record.lease_until > now => Claim::InFlight,
             Some(record) => {
-                record.lease_until = now + lease;
+                record.lease_until = now + terms.lease;
                 Claim::Acquired {
                     resource_id: record.resource_id.clone(),
                 }
@@ -278,20 +349,20 @@ impl IdempotencyStore for MemoryIdempotencyStore {
     async fn complete(
         &self,
         key: &str,
-        response: &StoredResponse,
+        outcome: &[u8],
         ttl: Duration,
-    ) -> Result<(), StoreError> {
+    ) -> Result<(), IdempotencyError> {
         let now = Instant::now();
         self.with_records(|records| {
             if let Some(record) = live(records, key, now) {
-                record.response = Some(response.clone());
+                record.outcome = Some(outcome.to_vec());
                 record.expires_at = now + ttl;
             }
         });
         Ok(())
     }
 
-    async fn abandon(&self, key: &str) -> Result<(), StoreError> {
+    async fn abandon(&self, key: &str) -> Result<(), IdempotencyError> {
         let now = Instant::now();
         self.with_records(|records| {
             if let Some(record) = live(records, key, now) {
@@ -299,74 +370,5 @@ impl IdempotencyStore for MemoryIdempotencyStore {
             }
         });
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const LEASE: Duration = Duration::from_secs(30);
-    const TTL: Duration = Duration::from_secs(60);
-
-    #[tokio::test]
-    async fn an_expired_record_is_gone() {
-        let store = MemoryIdempotencyStore::new();
-        let short = Duration::from_millis(20);
-        store
-            .claim("k", "fp", "r1", LEASE, short)
-            .await
-            .expect("ok");
-        tokio::time::sleep(Duration::from_millis(40)).await;
-        // Within the sweep period, yet expired: a new claim starts afresh.
-        assert_eq!(
-            store
-                .claim("k", "other", "r2", LEASE, TTL)
-                .await
-                .expect("ok"),
-            Claim::Acquired {
-                resource_id: "r2".into()
-            }
-        );
-    }
-
-    #[tokio::test]
-    async fn claim_complete_replay_and_takeover() {
-        let store = MemoryIdempotencyStore::new();
-        assert_eq!(
-            store.claim("k", "fp", "r1", LEASE, TTL).await.expect("ok"),
-            Claim::Acquired {
-                resource_id: "r1".into()
-            }
-        );
-        assert_eq!(
-            store.claim("k", "fp", "r2", LEASE, TTL).await.expect("ok"),
-            Claim::InFlight
-        );
-        assert_eq!(
-            store
-                .claim("k", "other", "r2", LEASE, TTL)
-                .await
-                .expect("ok"),
-            Claim::Mismatch
-        );
-        // A crashed claimant: the retry takes over with the first resource id.
-        store.abandon("k").await.expect("ok");
-        assert_eq!(
-            store.claim("k", "fp", "r3", LEASE, TTL).await.expect("ok"),
-            Claim::Acquired {
-                resource_id: "r1".into()
-            }
-        );
-        let response = StoredResponse {
-            status: 202,
-            location: Some("/x".into()),
-            body: "{}".into(),
-        };
-        store.complete("k", &response, TTL).await.expect("ok");
-        assert_eq!(
-            store.claim("k", "fp", "r4", LEASE, TTL).await.expect("ok"),
-            Claim::Completed(response)
-        );
     }
 }

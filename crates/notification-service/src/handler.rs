@@ -11,11 +11,12 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use catga_core::{
     contracts::{OrderEvent, metrics as names, services, subjects},
-    idempotency::{Claim, IdempotencyStore, StoredResponse},
+    error::Chain,
+    idempotency::{Claim, IdempotencyStore, Terms},
     messaging::{Delivery, HandleError, Handler},
 };
 
-use crate::notifier::{Notifier, NotifyError};
+use crate::notifier::Notifier;
 
 /// The claim fingerprint of every event: the event id alone is its identity.
 const EVENT_FINGERPRINT: &str = "event";
@@ -24,6 +25,8 @@ const EVENT_FINGERPRINT: &str = "event";
 const SEND_LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// How long a sent event id is remembered: longer than the events stream keeps events.
 const SENT_TTL: Duration = Duration::from_secs(8 * 24 * 3600);
+/// The outcome of a sent event: nothing to replay, a done record is the whole answer.
+const SENT: &[u8] = b"";
 
 pub struct EventHandler {
     notifier: Notifier,
@@ -59,19 +62,17 @@ impl Handler for EventHandler {
         let event: OrderEvent = serde_json::from_slice(&delivery.payload).map_err(|err| {
             HandleError::Permanent(format!("undecodable {}: {err}", delivery.subject))
         })?;
+        let terms = Terms {
+            lease: self.notifier.worst_case_send_time() + SEND_LEASE_MARGIN,
+            ttl: SENT_TTL,
+        };
         let claim = self
             .records
-            .claim(
-                &event.event_id,
-                EVENT_FINGERPRINT,
-                &event.event_id,
-                self.notifier.worst_case_send_time() + SEND_LEASE_MARGIN,
-                SENT_TTL,
-            )
+            .claim(&event.event_id, EVENT_FINGERPRINT, &event.event_id, terms)
             .await
-            .map_err(|err| HandleError::Transient(err.to_string()))?;
+            .map_err(|err| failed(&err, err.is_transient()))?;
         match claim {
-            Claim::Completed(_) => {
+            Claim::Completed { .. } => {
                 metrics::counter!(names::IDEMPOTENCY_HITS, "service" => services::NOTIFICATION_SERVICE, "kind" => "event")
                     .increment(1);
                 tracing::debug!(event_id = %event.event_id, "already notified");
@@ -93,37 +94,36 @@ impl Handler for EventHandler {
                 // A crash after sending and before recording it as sent.
                 fail::fail_point!("catga::after-send");
                 self.count("sent");
-                let done = StoredResponse {
-                    status: 200,
-                    location: None,
-                    body: String::new(),
-                };
                 // If this fails the event may be sent again, with the same
                 // Idempotency-Key; the receiver deduplicates.
-                if let Err(err) = self
-                    .records
-                    .complete(&event.event_id, &done, SENT_TTL)
-                    .await
-                {
-                    tracing::warn!(event_id = %event.event_id, error = %err, "cannot record the notification as sent");
+                if let Err(err) = self.records.complete(&event.event_id, SENT, SENT_TTL).await {
+                    tracing::warn!(event_id = %event.event_id, error = %Chain(&err), "cannot record the notification as sent");
                 }
                 Ok(())
             }
             Err(err) => {
                 if let Err(release) = self.records.abandon(&event.event_id).await {
-                    tracing::warn!(event_id = %event.event_id, error = %release, "cannot release the notification lease; it expires by itself");
+                    tracing::warn!(event_id = %event.event_id, error = %Chain(&release), "cannot release the notification lease; it expires by itself");
                 }
-                match err {
-                    NotifyError::Unavailable(_) => {
-                        self.count("retry");
-                        Err(HandleError::Transient(err.to_string()))
-                    }
-                    NotifyError::Refused(_) => {
-                        self.count("refused");
-                        Err(HandleError::Permanent(err.to_string()))
-                    }
-                }
+                self.count(if err.is_transient() {
+                    "retry"
+                } else {
+                    "refused"
+                });
+                Err(failed(&err, err.is_transient()))
             }
         }
+    }
+}
+
+/// A transient failure is retried in place for as long as it lasts; any
+/// other (a refused notification, an unreadable record) will not succeed on
+/// redelivery, so the event is dead-lettered with its reason.
+fn failed(err: &(dyn std::error::Error + 'static), transient: bool) -> HandleError {
+    let reason = Chain(err).to_string();
+    if transient {
+        HandleError::Transient(reason)
+    } else {
+        HandleError::Permanent(reason)
     }
 }

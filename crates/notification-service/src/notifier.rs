@@ -18,12 +18,28 @@ const WEBHOOK_MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// Why a notification was not sent.
 #[derive(Debug, thiserror::Error)]
 pub enum NotifyError {
-    /// Worth retrying later (network error, 5xx, 408, 429).
-    #[error("webhook unavailable: {0}")]
-    Unavailable(String),
+    /// The HTTP client cannot be built (a start-up failure).
+    #[error("cannot set up the webhook client")]
+    Client(#[source] reqwest::Error),
+    /// No answer: connection refused or reset, timeout.
+    #[error("webhook unreachable")]
+    Unreachable(#[source] reqwest::Error),
+    /// The receiver cannot take it now (5xx, 408, 429).
+    #[error("webhook unavailable: status {0}")]
+    Unavailable(reqwest::StatusCode),
     /// The receiver refused the notification for good (other 4xx).
-    #[error("webhook refused the notification: {0}")]
-    Refused(String),
+    #[error("webhook refused the notification: status {0}")]
+    Refused(reqwest::StatusCode),
+}
+
+impl NotifyError {
+    /// Worth sending again later.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            NotifyError::Unreachable(_) | NotifyError::Unavailable(_)
+        )
+    }
 }
 
 /// Delivers notifications on one channel.
@@ -46,7 +62,7 @@ impl Notifier {
                 env!("CARGO_PKG_VERSION")
             ))
             .build()
-            .map_err(|err| NotifyError::Unavailable(err.to_string()))?;
+            .map_err(NotifyError::Client)?;
         Ok(Self { channel, client })
     }
 
@@ -96,7 +112,7 @@ impl Notifier {
                             .with_max_times(WEBHOOK_RETRIES)
                             .with_jitter(),
                     )
-                    .when(|err| matches!(err, NotifyError::Unavailable(_)))
+                    .when(NotifyError::is_transient)
                     .await
             }
         }
@@ -114,7 +130,8 @@ impl Notifier {
             .json(event)
             .send()
             .await
-            .map_err(|err| NotifyError::Unavailable(err.without_url().to_string()))?;
+            // The URL may carry a token: it stays out of errors and logs.
+            .map_err(|err| NotifyError::Unreachable(err.without_url()))?;
         let status = response.status();
         if status.is_success() {
             Ok(())
@@ -122,9 +139,9 @@ impl Notifier {
             || status == reqwest::StatusCode::REQUEST_TIMEOUT
             || status == reqwest::StatusCode::TOO_MANY_REQUESTS
         {
-            Err(NotifyError::Unavailable(format!("status {status}")))
+            Err(NotifyError::Unavailable(status))
         } else {
-            Err(NotifyError::Refused(format!("status {status}")))
+            Err(NotifyError::Refused(status))
         }
     }
 }

@@ -5,26 +5,31 @@ use std::fmt;
 use catga_core::config::{
     CatgaSettings, CommonSettings, ConfigError, Env, NatsSettings, RedisSettings, keys,
 };
-use notification_service::Channel;
 
 pub const DEFAULT_PORT: u16 = 8080;
 /// The service name the deployment guide looks for in Jaeger.
 pub const DEFAULT_SERVICE_NAME: &str = "OrderApi";
 
-/// Where orders live and how commands travel.
+/// The backends of a distributed order-api: NATS JetStream and Redis.
 #[derive(Debug, Clone)]
-pub enum Mode {
-    /// No `NATS__Url`: everything in one process on the in-memory transport
-    /// and store. For trying the system out; nothing is persisted.
-    Embedded {
-        /// Notification channel of the embedded notification-service.
-        channel: Channel,
-    },
-    /// NATS JetStream and Redis. Never falls back to embedded.
-    Distributed {
-        nats: NatsSettings,
-        redis: RedisSettings,
-    },
+pub struct Distributed {
+    pub nats: NatsSettings,
+    pub redis: RedisSettings,
+}
+
+impl Distributed {
+    /// `None` without `NATS__Url`: the binary then runs the whole system in
+    /// its own process (the embedded mode). With it, never: a bad NATS or
+    /// Redis setting is an error, not a fallback.
+    pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
+        let Some(nats) = NatsSettings::from_env(env, false)? else {
+            return Ok(None);
+        };
+        Ok(Some(Self {
+            nats,
+            redis: RedisSettings::from_env(env)?,
+        }))
+    }
 }
 
 /// The HS256 secret for admin tokens. Never printed.
@@ -48,10 +53,11 @@ impl fmt::Debug for JwtSecret {
 /// memory bounded (queued requests were 100 MB at 1024 in flight).
 pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
 
+/// The API's own settings; where its backends are is [`Distributed`]'s
+/// concern, or the embedded mode's.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub common: CommonSettings,
-    pub mode: Mode,
     pub catga: CatgaSettings,
     /// `None` disables `PUT /api/products/{id}`.
     pub jwt_secret: Option<JwtSecret>,
@@ -62,15 +68,6 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let mode = match NatsSettings::from_env(env, false)? {
-            Some(nats) => Mode::Distributed {
-                nats,
-                redis: RedisSettings::from_env(env)?,
-            },
-            None => Mode::Embedded {
-                channel: Channel::from_env(env)?,
-            },
-        };
         let jwt_secret = env.get(keys::JWT_SECRET).map(|s| JwtSecret(s.to_owned()));
         if jwt_secret.as_ref().is_some_and(|s| s.0.len() < 32) {
             return Err(ConfigError::new(
@@ -80,7 +77,6 @@ impl Settings {
         }
         Ok(Self {
             common: CommonSettings::from_env(env, DEFAULT_PORT, DEFAULT_SERVICE_NAME)?,
-            mode,
             catga: CatgaSettings::from_env(env)?,
             jwt_secret,
             max_body_bytes: env.number_in(
@@ -100,18 +96,6 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn embedded_without_nats_and_never_otherwise() {
-        let settings = Settings::from_env(&Env::default()).expect("valid");
-        assert!(matches!(settings.mode, Mode::Embedded { .. }));
-        assert_eq!(settings.common.http_port, 8080);
-        assert_eq!(settings.common.service_name, "OrderApi");
-
-        let env = Env::from_pairs([("NATS__Url", "nats://127.0.0.1:4222")]);
-        let settings = Settings::from_env(&env).expect("valid");
-        assert!(matches!(settings.mode, Mode::Distributed { .. }));
-    }
 
     #[test]
     fn short_jwt_secret_is_refused_without_echoing_it() {

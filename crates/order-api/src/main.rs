@@ -1,12 +1,107 @@
-//! The order-api binary; the service itself is the `order_api` library.
+//! The order-api binary: reads the settings, composes the backends they name,
+//! and serves the `order_api` library on them. Without `NATS__Url` the
+//! backends are the whole system running in this process (`catga-embedded`);
+//! with it, JetStream and Redis, and never the embedded ones.
+
+use std::sync::Arc;
+
+use catga_core::{
+    CancellationToken,
+    config::{ConfigError, Env},
+};
+use order_api::{Backends, Distributed};
+use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     catga_core::service::main(
         "order-api",
-        order_api::Settings::from_env,
-        |settings| &settings.common,
-        order_api::run,
+        Settings::from_env,
+        |settings| &settings.api.common,
+        run,
     )
     .await
+}
+
+struct Settings {
+    api: order_api::Settings,
+    backends: BackendSettings,
+}
+
+enum BackendSettings {
+    Distributed(Distributed),
+    Embedded(catga_embedded::Settings),
+}
+
+impl Settings {
+    fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let backends = match Distributed::from_env(env)? {
+            Some(distributed) => BackendSettings::Distributed(distributed),
+            None => BackendSettings::Embedded(catga_embedded::Settings::from_env(env)?),
+        };
+        Ok(Self {
+            api: order_api::Settings::from_env(env)?,
+            backends,
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error(transparent)]
+    Api(#[from] order_api::Error),
+    #[error(transparent)]
+    Embedded(#[from] catga_embedded::Error),
+}
+
+async fn run(
+    Settings { api, backends }: Settings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    match backends {
+        BackendSettings::Distributed(distributed) => {
+            let backends = Backends::connect(&distributed, &shutdown).await?;
+            order_api::run(api, backends, listener, shutdown).await?;
+        }
+        BackendSettings::Embedded(settings) => {
+            let system =
+                catga_embedded::System::start(&settings, api.common.shutdown_grace).await?;
+            let backends = Backends {
+                store: Arc::new(system.store.clone()),
+                publisher: Arc::new(system.broker.clone()),
+                idempotency: Arc::new(system.http_idempotency.clone()),
+                health: system.health.clone(),
+            };
+            // The services stop after the API: commands it accepted while
+            // draining are still applied.
+            let served = order_api::run(api, backends, listener, shutdown).await;
+            system.stop().await;
+            served?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_without_nats_and_never_otherwise() {
+        let settings = Settings::from_env(&Env::default()).expect("valid");
+        assert!(matches!(
+            settings.backends,
+            BackendSettings::Embedded { .. }
+        ));
+        assert_eq!(settings.api.common.http_port, 8080);
+        assert_eq!(settings.api.common.service_name, "OrderApi");
+
+        let env = Env::from_pairs([("NATS__Url", "nats://127.0.0.1:4222")]);
+        let settings = Settings::from_env(&env).expect("valid");
+        assert!(matches!(
+            settings.backends,
+            BackendSettings::Distributed { .. }
+        ));
+    }
 }

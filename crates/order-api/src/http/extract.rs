@@ -1,13 +1,14 @@
-//! Request extraction that answers every malformed request with a problem
-//! document naming what is wrong.
+//! Request extraction that answers every malformed request with an
+//! [`ApiError`] naming what is wrong.
 
 use axum::{
     body::Bytes,
     extract::{FromRequest, FromRequestParts, Request},
     http::{StatusCode, header, request::Parts},
 };
-use catga_core::http::Problem;
 use serde::de::DeserializeOwned;
+
+use super::ApiError;
 
 /// A JSON body, with its raw bytes (for idempotency fingerprints).
 pub struct JsonBody<T> {
@@ -31,7 +32,7 @@ where
     T: DeserializeOwned,
     S: Send + Sync,
 {
-    type Rejection = Problem;
+    type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let content_type = request
@@ -40,52 +41,27 @@ where
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         if !is_json(content_type) {
-            return Err(Problem::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
-                "Unsupported media type",
-            )
-            .detail("send the body as application/json"));
+            return Err(ApiError::UnsupportedMediaType);
         }
         let raw = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Problem::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload-too-large",
-                        "Request body too large",
-                    )
-                    .detail(rejection.body_text())
+                    ApiError::PayloadTooLarge(rejection)
                 } else {
-                    Problem::new(
-                        rejection.status(),
-                        "bad-request",
-                        "Cannot read the request body",
-                    )
-                    .detail(rejection.body_text())
+                    ApiError::UnreadableBody(rejection)
                 }
             })?;
         let deserializer = &mut serde_json::Deserializer::from_slice(&raw);
         let value = serde_path_to_error::deserialize(deserializer).map_err(|err| {
             let path = err.path().to_string();
-            let inner = err.into_inner();
-            match inner.classify() {
-                serde_json::error::Category::Data => {
-                    let problem = Problem::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid-request",
-                        "The request does not match the schema",
-                    )
-                    .detail(inner.to_string());
-                    if path == "." {
-                        problem
-                    } else {
-                        problem.field(path)
-                    }
-                }
-                _ => Problem::new(StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON")
-                    .detail(inner.to_string()),
+            let source = err.into_inner();
+            match source.classify() {
+                serde_json::error::Category::Data => ApiError::SchemaMismatch {
+                    field: (path != ".").then_some(path),
+                    source,
+                },
+                _ => ApiError::MalformedJson(source),
             }
         })?;
         Ok(Self { value, raw })
@@ -106,20 +82,13 @@ impl QueryParams {
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for QueryParams {
-    type Rejection = Problem;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let query = parts.uri.query().unwrap_or("");
         serde_urlencoded::from_str(query)
             .map(QueryParams)
-            .map_err(|err| {
-                Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad-query",
-                    "Malformed query string",
-                )
-                .detail(err.to_string())
-            })
+            .map_err(ApiError::MalformedQuery)
     }
 }
 

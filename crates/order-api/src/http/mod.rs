@@ -1,7 +1,10 @@
-//! The HTTP API: the app factory, its state, and the mapping of store and
-//! messaging failures to problem documents.
+//! The HTTP API: the app factory and its state. Failures are [`ApiError`]s
+//! (`error.rs`); the `Idempotency-Key` flow of order creation is in
+//! `idempotency.rs`.
 
+mod error;
 mod extract;
+mod idempotency;
 pub mod openapi;
 mod orders;
 mod products;
@@ -17,17 +20,13 @@ use axum::{
     routing::{get, post, put},
 };
 use catga_core::{
-    contracts::services,
-    health::Health,
-    http::Problem,
-    idempotency::IdempotencyStore,
-    messaging::{MessagingError, Publisher},
-    store::{OrderStore, StoreError},
-    telemetry,
+    contracts::services, health::Health, idempotency::IdempotencyStore, messaging::Publisher,
+    store::OrderStore, telemetry,
 };
 use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
 use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer};
 
+pub use error::{ApiError, RETRY_AFTER_SECONDS};
 pub use orders::{CreateOrderRequest, OrderItemRequest, OrderPage};
 pub use products::{AdminClaims, ProductUpsert};
 
@@ -37,8 +36,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// before the client is told to retry. Well under the request timeout, so an
 /// outage answers 503 promptly instead of hanging.
 pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Seconds a client should wait before retrying after a 503.
-pub const RETRY_AFTER_SECONDS: u32 = 2;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -88,108 +85,24 @@ pub fn app(state: AppState, health: Health) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             REQUEST_TIMEOUT,
         ))
-        .layer(CatchPanicLayer::custom(|_| {
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-            )
-            .into_response()
+        .layer(CatchPanicLayer::custom(|panic| {
+            ApiError::panicked(panic).into_response()
         }))
         .layer(telemetry::http_trace_layer())
 }
 
 /// More API requests in flight than `Http__MaxConcurrentRequests`. Counted
 /// with the other 503s in `catga_requests_total` (the metrics layer is outside).
-async fn overloaded(_: tower::BoxError) -> Problem {
-    Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "overloaded",
-        "Too many requests in flight",
-    )
-    .detail("order-api is at its limit of concurrent requests; retry shortly")
-    .retry_after(1)
+async fn overloaded(_: tower::BoxError) -> ApiError {
+    ApiError::Overloaded
 }
 
-async fn not_found() -> Problem {
-    Problem::new(StatusCode::NOT_FOUND, "not-found", "No such resource")
+async fn not_found() -> ApiError {
+    ApiError::NoSuchRoute
 }
 
-async fn method_not_allowed() -> Problem {
-    Problem::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
-        "Method not allowed on this resource",
-    )
-}
-
-/// A dependency is away: the client should retry.
-pub(crate) fn unavailable(detail: impl Into<String>) -> Problem {
-    Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        "Temporarily unavailable",
-    )
-    .detail(detail)
-    .retry_after(RETRY_AFTER_SECONDS)
-}
-
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        ApiError(match err {
-            StoreError::Unavailable(_) => {
-                tracing::warn!(error = %err, "store unavailable");
-                unavailable("the order store is unavailable; retry shortly")
-            }
-            StoreError::Corrupt(_) => {
-                tracing::error!(error = %err, "corrupt data in the store");
-                Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "Internal error",
-                )
-            }
-        })
-    }
-}
-
-impl From<catga_core::domain::ValidationError> for ApiError {
-    fn from(err: catga_core::domain::ValidationError) -> Self {
-        ApiError(
-            Problem::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid-request",
-                "The request is not valid",
-            )
-            .detail(err.to_string())
-            .field(err.field()),
-        )
-    }
-}
-
-impl From<MessagingError> for ApiError {
-    fn from(err: MessagingError) -> Self {
-        tracing::warn!(error = %err, "cannot publish");
-        ApiError(unavailable(
-            "the message broker is unavailable; retry shortly",
-        ))
-    }
-}
-
-/// A handler failure, always rendered as a problem document.
-#[derive(Debug)]
-pub struct ApiError(pub Problem);
-
-impl From<Problem> for ApiError {
-    fn from(problem: Problem) -> Self {
-        ApiError(problem)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> axum::response::Response {
-        self.0.into_response()
-    }
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
 }
 
 #[cfg(test)]

@@ -3,30 +3,25 @@
 use axum::{
     Json,
     extract::{Path, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
 use catga_core::{
-    contracts::{CancelOrder, PlaceOrder, headers, metrics as names, services, subjects},
+    contracts::{CancelOrder, PlaceOrder, metrics as names, services, subjects},
     domain::{self, Order, OrderDraft, OrderId, OrderStatus, RequestedItem},
     http::Problem,
-    idempotency::{Claim, StoredResponse},
-    messaging::{MessagingError, OutgoingMessage},
+    messaging::OutgoingMessage,
 };
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::{
     ApiError, AppState, PUBLISH_TIMEOUT,
     extract::{JsonBody, QueryParams},
+    idempotency::{self, NextAction, SavedResponse},
 };
 
-/// How long a claimed `Idempotency-Key` stays in flight before a retry may
-/// take it over (the first request's replica is presumed dead by then).
-const IDEMPOTENCY_LEASE: std::time::Duration = std::time::Duration::from_secs(30);
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 const DEFAULT_PAGE: usize = 20;
 const MAX_PAGE: usize = 100;
 
@@ -58,83 +53,20 @@ pub struct OrderPage {
     pub next_cursor: Option<String>,
 }
 
-fn not_found(order_id: &str) -> Problem {
-    Problem::new(StatusCode::NOT_FOUND, "order-not-found", "Order not found")
-        .detail(format!("no order {order_id:?}"))
+fn parse_order_id(raw: &str) -> Result<OrderId, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::OrderNotFound(raw.to_owned()))
 }
 
-fn location(order_id: &OrderId) -> String {
-    format!("/api/orders/{order_id}")
-}
-
-fn parse_order_id(raw: &str) -> Result<OrderId, Problem> {
-    raw.parse().map_err(|_| not_found(raw))
-}
-
-/// The `Idempotency-Key` header, validated.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
-    let Some(value) = headers.get(headers::IDEMPOTENCY_KEY) else {
-        return Ok(None);
-    };
-    let bad = |detail: &str| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-idempotency-key",
-            "Invalid Idempotency-Key",
-        )
-        .detail(detail.to_owned())
-        .field(headers::IDEMPOTENCY_KEY)
-    };
-    let key = value
-        .to_str()
-        .map_err(|_| bad("must be visible ASCII"))?
-        .trim();
-    // The draft standard allows a structured-field string: accept it quoted.
-    let key = key
-        .strip_prefix('"')
-        .and_then(|k| k.strip_suffix('"'))
-        .unwrap_or(key);
-    if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN {
-        return Err(bad("must be 1 to 255 characters"));
-    }
-    Ok(Some(key.to_owned()))
-}
-
-fn accepted(order: &Order, replayed: bool) -> Response {
-    let mut response = (StatusCode::ACCEPTED, Json(order)).into_response();
-    set_location(&mut response, &location(&order.order_id));
-    if replayed {
-        response
-            .headers_mut()
-            .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    }
-    response
-}
-
-fn set_location(response: &mut Response, location: &str) {
-    if let Ok(value) = HeaderValue::from_str(location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-}
-
-fn replay(stored: StoredResponse) -> Response {
-    let status = StatusCode::from_u16(stored.status).unwrap_or(StatusCode::ACCEPTED);
-    let mut response = (
-        status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
-        stored.body,
-    )
-        .into_response();
-    if let Some(location) = stored.location.as_deref() {
-        set_location(&mut response, location);
-    }
-    response
-        .headers_mut()
-        .insert("idempotent-replayed", HeaderValue::from_static("true"));
-    response
+/// `202 Accepted` with the order as it is now and its URL.
+fn accepted(order: &Order) -> Result<SavedResponse, ApiError> {
+    let body = serde_json::to_string(order).map_err(ApiError::Encode)?;
+    let location = format!("/api/orders/{}", order.order_id);
+    Ok(SavedResponse::new(
+        StatusCode::ACCEPTED,
+        Some(location),
+        body,
+    ))
 }
 
 /// Places an order.
@@ -174,60 +106,15 @@ pub async fn create(
             quantity: item.quantity,
         })
         .collect();
-    domain::validate_order_request(&request.customer_id, &requested).map_err(ApiError::from)?;
+    domain::validate_order_request(&request.customer_id, &requested)?;
     let ids: Vec<&str> = requested.iter().map(|i| i.product_id.as_str()).collect();
     let catalog = state.store.products_by_id(&ids).await?;
-    let (items, total_amount) =
-        domain::price_items(&requested, &catalog).map_err(ApiError::from)?;
+    let (items, total_amount) = domain::price_items(&requested, &catalog)?;
 
-    let key = match (&state.idempotency, idempotency_key(&headers)?) {
-        (Some(store), Some(key)) => Some((store, key)),
-        _ => None,
+    let (order_id, claim) = match idempotency::try_processing(&state, &headers, &raw).await? {
+        NextAction::StartProcessing { order_id, claim } => (order_id, claim),
+        NextAction::ReturnSavedResponse(saved) => return Ok(saved),
     };
-    let mut order_id = OrderId::new();
-    if let Some((store, key)) = &key {
-        let fingerprint = hex::encode(Sha256::digest(&raw));
-        match store
-            .claim(
-                key,
-                &fingerprint,
-                &order_id.to_string(),
-                IDEMPOTENCY_LEASE,
-                state.idempotency_ttl,
-            )
-            .await?
-        {
-            Claim::Acquired { resource_id } => {
-                order_id = resource_id.parse().map_err(|_| {
-                    catga_core::store::StoreError::Corrupt(format!("idempotency record {key}"))
-                })?;
-            }
-            Claim::Completed(stored) => {
-                metrics::counter!(names::IDEMPOTENCY_HITS, "service" => services::ORDER_API, "kind" => "http")
-                    .increment(1);
-                return Ok(replay(stored));
-            }
-            Claim::InFlight => {
-                return Err(Problem::new(
-                    StatusCode::CONFLICT,
-                    "request-in-flight",
-                    "A request with this Idempotency-Key is still being processed",
-                )
-                .retry_after(1)
-                .into());
-            }
-            Claim::Mismatch => {
-                return Err(Problem::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
-                    "idempotency-key-reused",
-                    "Idempotency-Key already used with a different request body",
-                )
-                .field(headers::IDEMPOTENCY_KEY)
-                .into());
-            }
-        }
-    }
-
     let draft = OrderDraft {
         order_id,
         customer_id: request.customer_id.trim().to_owned(),
@@ -235,35 +122,18 @@ pub async fn create(
         total_amount,
         created_at: OffsetDateTime::now_utc(),
     };
-    let placed = place(&state, &draft).await;
-    let order = match placed {
-        Ok(order) => order,
-        Err(err) => {
-            if let Some((store, key)) = &key {
-                // Keep the order id with the key: a retry reuses it, so if the
-                // command did reach the stream it is still applied only once.
-                if let Err(release) = store.abandon(key).await {
-                    tracing::warn!(error = %release, "cannot release the idempotency key; its lease runs out by itself");
-                }
-            }
-            return Err(err);
+    let answer = place(&state, &draft)
+        .await
+        .and_then(|order| accepted(&order));
+    match (answer, claim) {
+        (Ok(response), Some(claim)) => Ok(claim.save_response(response).await),
+        (Ok(response), None) => Ok(response.into_response()),
+        (Err(err), Some(claim)) => {
+            claim.abandon().await;
+            Err(err)
         }
-    };
-    if let Some((store, key)) = &key {
-        let stored = StoredResponse {
-            status: StatusCode::ACCEPTED.as_u16(),
-            location: Some(location(&order.order_id)),
-            body: serde_json::to_string(&order).unwrap_or_default(),
-        };
-        if let Err(err) = store.complete(key, &stored, state.idempotency_ttl).await {
-            // The order is accepted; a retry would take over the key and
-            // reuse the same order id, so nothing is doubled.
-            tracing::warn!(error = %err, "cannot record the idempotent response");
-        }
+        (Err(err), None) => Err(err),
     }
-    metrics::counter!(names::ORDERS, "service" => services::ORDER_API, "status" => OrderStatus::Pending.as_str())
-        .increment(1);
-    Ok(accepted(&order, false))
 }
 
 /// Records the pending order, then makes the command durable. If the command
@@ -287,6 +157,8 @@ async fn place(state: &AppState, draft: &OrderDraft) -> Result<Order, ApiError> 
         }
         return Err(err);
     }
+    metrics::counter!(names::ORDERS, "service" => services::ORDER_API, "status" => OrderStatus::Pending.as_str())
+        .increment(1);
     let now = OffsetDateTime::now_utc();
     Ok(Order::from_draft(
         draft.clone(),
@@ -304,24 +176,11 @@ async fn publish_command(
     command_id: &str,
     command: &impl Serialize,
 ) -> Result<(), ApiError> {
-    let payload = serde_json::to_vec(command).map_err(|err| {
-        ApiError(
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-            )
-            .detail(err.to_string()),
-        )
-    })?;
+    let payload = serde_json::to_vec(command).map_err(ApiError::Encode)?;
     let message = OutgoingMessage::new(subject, command_id, payload.into());
     tokio::time::timeout(PUBLISH_TIMEOUT, state.publisher.publish(message))
         .await
-        .unwrap_or_else(|_| {
-            Err(MessagingError::Publish(format!(
-                "no acknowledgement within {PUBLISH_TIMEOUT:?}"
-            )))
-        })?;
+        .map_err(|_| ApiError::PublishTimedOut(PUBLISH_TIMEOUT))??;
     metrics::counter!(names::MESSAGES_PUBLISHED, "service" => services::ORDER_API, "subject" => subject)
         .increment(1);
     Ok(())
@@ -348,7 +207,7 @@ pub async fn get_one(
         .store
         .order(&id)
         .await?
-        .ok_or_else(|| not_found(&order_id))?;
+        .ok_or(ApiError::OrderNotFound(order_id))?;
     Ok(Json(order))
 }
 
@@ -371,15 +230,7 @@ pub async fn list(
     State(state): State<AppState>,
     query: QueryParams,
 ) -> Result<Json<OrderPage>, ApiError> {
-    let bad = |field: &str, detail: String| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            "bad-query",
-            "Invalid query parameter",
-        )
-        .field(field)
-        .detail(detail)
-    };
+    let bad = |field, detail| ApiError::InvalidQueryParameter { field, detail };
     let limit = match query.get("limit") {
         None => DEFAULT_PAGE,
         Some(raw) => raw
@@ -432,15 +283,12 @@ pub async fn cancel(
         .store
         .order(&id)
         .await?
-        .ok_or_else(|| not_found(&order_id))?;
+        .ok_or(ApiError::OrderNotFound(order_id))?;
     if !order.status.is_cancellable() {
-        return Err(Problem::new(
-            StatusCode::CONFLICT,
-            "order-not-cancellable",
-            "The order cannot be cancelled",
-        )
-        .detail(format!("order {id} is {}", order.status))
-        .into());
+        return Err(ApiError::OrderNotCancellable {
+            order_id: id,
+            status: order.status,
+        });
     }
     let command = CancelOrder {
         command_id: format!("cancel:{id}"),
@@ -453,31 +301,5 @@ pub async fn cancel(
         &command,
     )
     .await?;
-    let mut response = (StatusCode::ACCEPTED, Json(&order)).into_response();
-    set_location(&mut response, &location(&id));
-    Ok(response)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn idempotency_keys_are_validated() {
-        let mut headers = HeaderMap::new();
-        assert_eq!(idempotency_key(&headers).expect("none"), None);
-        headers.insert("idempotency-key", HeaderValue::from_static("\"abc\""));
-        assert_eq!(
-            idempotency_key(&headers).expect("ok").as_deref(),
-            Some("abc")
-        );
-        headers.insert("idempotency-key", HeaderValue::from_static("  "));
-        assert!(idempotency_key(&headers).is_err());
-        let long = "k".repeat(256);
-        headers.insert(
-            "idempotency-key",
-            HeaderValue::from_str(&long).expect("ascii"),
-        );
-        assert!(idempotency_key(&headers).is_err());
-    }
+    Ok(accepted(&order)?.into_response())
 }

@@ -3,8 +3,7 @@
 use axum::{
     Json,
     extract::{FromRequestParts, Path, State},
-    http::{HeaderValue, StatusCode, header, request::Parts},
-    response::IntoResponse,
+    http::{header, request::Parts},
 };
 use catga_core::{
     domain::{self, Product, limits},
@@ -37,41 +36,18 @@ pub struct AdminClaims {
     pub sub: Option<String>,
 }
 
-fn unauthorized(detail: &str) -> ApiError {
-    let mut problem = Problem::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "Authentication required",
-    )
-    .detail(detail.to_owned());
-    problem = problem.field("Authorization");
-    ApiError(problem)
-}
-
 /// A request authenticated with an HS256 bearer token whose `role` is `admin`.
 pub struct Admin(pub AdminClaims);
 
 impl FromRequestParts<AppState> for Admin {
-    type Rejection = axum::response::Response;
+    type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let Some(key) = &state.jwt_key else {
-            return Err(Problem::new(
-                StatusCode::NOT_FOUND,
-                "not-found",
-                "Catalog administration is disabled on this deployment",
-            )
-            .into_response());
-        };
-        let challenge = |err: ApiError| {
-            let mut response = err.into_response();
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            response
+            return Err(ApiError::AdministrationDisabled);
         };
         let token = parts
             .headers
@@ -82,17 +58,14 @@ impl FromRequestParts<AppState> for Admin {
                     .or_else(|| v.strip_prefix("bearer "))
             })
             .map(str::trim)
-            .ok_or_else(|| challenge(unauthorized("send Authorization: Bearer <token>")))?;
+            .ok_or(ApiError::MissingToken)?;
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
         validation.set_required_spec_claims(&["exp"]);
         let claims = jsonwebtoken::decode::<AdminClaims>(token, key, &validation)
-            .map_err(|err| challenge(unauthorized(&format!("invalid token: {err}"))))?
+            .map_err(ApiError::InvalidToken)?
             .claims;
         if claims.role != "admin" {
-            return Err(
-                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Admin role required")
-                    .into_response(),
-            );
+            return Err(ApiError::NotAdmin);
         }
         Ok(Admin(claims))
     }
@@ -135,8 +108,8 @@ pub async fn upsert(
     Path(product_id): Path<String>,
     JsonBody { value: body, .. }: JsonBody<ProductUpsert>,
 ) -> Result<Json<Product>, ApiError> {
-    domain::validate_text("productId", &product_id, limits::MAX_ID_LEN).map_err(ApiError::from)?;
-    domain::validate_product(&body.name, body.unit_price, body.stock).map_err(ApiError::from)?;
+    domain::validate_text("productId", &product_id, limits::MAX_ID_LEN)?;
+    domain::validate_product(&body.name, body.unit_price, body.stock)?;
     let product = Product {
         product_id,
         name: body.name.trim().to_owned(),

@@ -1,0 +1,122 @@
+//! The embedded mode: the whole Catga order system in one process, for trying
+//! it out (`cargo run -p order-api` with nothing set). Nothing is persisted.
+//!
+//! [`System::start`] seeds the catalog of an in-memory store and starts
+//! order-service's and notification-service's consumers on an in-memory
+//! broker. order-api's binary serves its API on the [`System`]'s store, broker
+//! and records, then [`System::stop`]s it. The memory twins keep the
+//! contracts of the Redis and JetStream ones (`tests/contracts`).
+
+use std::{sync::Arc, time::Duration};
+
+use catga_core::{
+    CancellationToken,
+    config::{ConfigError, Env, NatsSettings},
+    contracts::services,
+    domain::default_catalog,
+    health::Health,
+    idempotency::MemoryIdempotencyStore,
+    messaging::MemoryBroker,
+    service,
+    store::{MemoryStore, OrderStore, StoreError},
+};
+use notification_service::{Channel, Notifier, notifier::NotifyError};
+use tokio::task::JoinSet;
+
+/// The settings of the services running inside order-api's process.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where notification-service sends notifications (`Notification__*`).
+    pub channel: Channel,
+}
+
+impl Settings {
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            channel: Channel::from_env(env)?,
+        })
+    }
+}
+
+/// The embedded system cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot seed the catalog")]
+    Catalog(#[source] StoreError),
+    #[error("cannot set up the notifier")]
+    Notifier(#[source] NotifyError),
+}
+
+/// order-service and notification-service running as tasks of this process.
+pub struct System {
+    /// Orders and the catalog (seeded).
+    pub store: MemoryStore,
+    /// Commands and events.
+    pub broker: MemoryBroker,
+    /// order-api's `Idempotency-Key` records (notification-service keeps its own).
+    pub http_idempotency: MemoryIdempotencyStore,
+    /// order-api's readiness: nothing here can be away.
+    pub health: Health,
+    tasks: JoinSet<()>,
+    stop: CancellationToken,
+}
+
+impl System {
+    /// Starts the consumers; each drains within `shutdown_grace` on [`System::stop`].
+    pub async fn start(settings: &Settings, shutdown_grace: Duration) -> Result<Self, Error> {
+        tracing::warn!(
+            "EMBEDDED MODE: order-service and notification-service run inside this process on an \
+             in-memory transport and store; nothing is persisted. Not for production: set NATS__Url \
+             (and Redis__Configuration) to run distributed."
+        );
+        let broker = MemoryBroker::new();
+        let store = MemoryStore::new();
+        // A distributed order-api seeds the catalog in the background, once
+        // Redis answers; here it is there before the first request.
+        store
+            .ensure_catalog(&default_catalog())
+            .await
+            .map_err(Error::Catalog)?;
+        let notifier = Notifier::new(settings.channel.clone()).map_err(Error::Notifier)?;
+        // The consumers' limits (deliveries, ack wait) are the distributed defaults.
+        let nats = NatsSettings::default();
+        let stop = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(order_service::consume(
+            Arc::new(broker.clone()),
+            Arc::new(store.clone()),
+            order_service::consumer_spec(&nats),
+            shutdown_grace,
+            stop.clone(),
+        ));
+        tasks.spawn(notification_service::consume(
+            Arc::new(broker.clone()),
+            Arc::new(MemoryIdempotencyStore::new()),
+            notifier,
+            notification_service::consumer_spec(&nats),
+            shutdown_grace,
+            stop.clone(),
+        ));
+        let health = Health::new(services::ORDER_API, Vec::new());
+        tasks.spawn(service::watch_health(health.clone(), stop.clone()));
+        Ok(Self {
+            store,
+            broker,
+            http_idempotency: MemoryIdempotencyStore::new(),
+            health,
+            tasks,
+            stop,
+        })
+    }
+
+    /// Stops the consumers once their in-flight messages are done (within
+    /// the grace period given to [`System::start`]).
+    pub async fn stop(mut self) {
+        self.stop.cancel();
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Err(err) = joined {
+                tracing::error!(error = %err, "an embedded service task failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The one error type of the API and its one rendering: every failure a
+//! handler, an extractor or a fallback can have is an [`ApiError`] variant,
+//! and [`ApiError::into_response`] turns it into an RFC 9457 problem document
+//! (with `Retry-After` on 503). Server-side failures are logged there, once,
+//! with their causes (the shape of axum's `error-handling` example).
+
+use std::time::Duration;
+
+use axum::{
+    extract::rejection::BytesRejection,
+    http::{HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use catga_core::{
+    contracts::headers,
+    domain::{OrderId, OrderStatus, ValidationError},
+    error::Chain,
+    http::Problem,
+    idempotency::IdempotencyError,
+    messaging::MessagingError,
+    store::StoreError,
+};
+
+/// Seconds a client should wait before retrying after a 503.
+pub const RETRY_AFTER_SECONDS: u32 = 2;
+/// Seconds before retrying a shed request or a key still in flight: the slot
+/// or the first request is expected to free up sooner than a dependency.
+const RETRY_SOON_SECONDS: u32 = 1;
+
+/// Why a request was not answered with success.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    // The request is at fault (4xx).
+    #[error("the body is not JSON")]
+    UnsupportedMediaType,
+    #[error("request body too large")]
+    PayloadTooLarge(#[source] BytesRejection),
+    #[error("cannot read the request body")]
+    UnreadableBody(#[source] BytesRejection),
+    #[error("malformed JSON")]
+    MalformedJson(#[source] serde_json::Error),
+    #[error("the body does not match the schema")]
+    SchemaMismatch {
+        /// The JSON path at fault, when there is one.
+        field: Option<String>,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("malformed query string")]
+    MalformedQuery(#[source] serde_urlencoded::de::Error),
+    #[error("invalid query parameter {field}: {detail}")]
+    InvalidQueryParameter { field: &'static str, detail: String },
+    #[error("invalid request")]
+    Invalid(#[from] ValidationError),
+    #[error("invalid Idempotency-Key: {0}")]
+    InvalidIdempotencyKey(&'static str),
+    #[error("a request with this Idempotency-Key is still in flight")]
+    RequestInFlight,
+    #[error("Idempotency-Key reused with another body")]
+    IdempotencyKeyReused,
+    #[error("no order {0:?}")]
+    OrderNotFound(String),
+    #[error("order {order_id} is {status}")]
+    OrderNotCancellable {
+        order_id: OrderId,
+        status: OrderStatus,
+    },
+    #[error("no bearer token")]
+    MissingToken,
+    #[error("invalid token")]
+    InvalidToken(#[source] jsonwebtoken::errors::Error),
+    #[error("admin role required")]
+    NotAdmin,
+    #[error("catalog administration is disabled")]
+    AdministrationDisabled,
+    #[error("no such route")]
+    NoSuchRoute,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+
+    // We cannot answer now (503) or at all (500).
+    #[error("too many requests in flight")]
+    Overloaded,
+    #[error("order store")]
+    Store(#[from] StoreError),
+    #[error("message broker")]
+    Messaging(#[from] MessagingError),
+    #[error("no publish acknowledgement within {0:?}")]
+    PublishTimedOut(Duration),
+    #[error("idempotency records")]
+    Idempotency(#[from] IdempotencyError),
+    #[error("cannot encode JSON")]
+    Encode(#[source] serde_json::Error),
+    #[error("a handler panicked: {0}")]
+    Panicked(String),
+}
+
+impl ApiError {
+    /// The problem document the client gets.
+    fn problem(&self) -> Problem {
+        match self {
+            ApiError::UnsupportedMediaType => Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+            )
+            .detail("send the body as application/json"),
+            ApiError::PayloadTooLarge(rejection) => Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Request body too large",
+            )
+            .detail(rejection.body_text()),
+            ApiError::UnreadableBody(rejection) => Problem::new(
+                rejection.status(),
+                "bad-request",
+                "Cannot read the request body",
+            )
+            .detail(rejection.body_text()),
+            ApiError::MalformedJson(source) => {
+                Problem::new(StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON")
+                    .detail(source.to_string())
+            }
+            ApiError::SchemaMismatch { field, source } => {
+                let problem = Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid-request",
+                    "The request does not match the schema",
+                )
+                .detail(source.to_string());
+                match field {
+                    Some(field) => problem.field(field.as_str()),
+                    None => problem,
+                }
+            }
+            ApiError::MalformedQuery(source) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-query",
+                "Malformed query string",
+            )
+            .detail(source.to_string()),
+            ApiError::InvalidQueryParameter { field, detail } => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-query",
+                "Invalid query parameter",
+            )
+            .field(*field)
+            .detail(detail.as_str()),
+            ApiError::Invalid(err) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-request",
+                "The request is not valid",
+            )
+            .detail(err.to_string())
+            .field(err.field()),
+            ApiError::InvalidIdempotencyKey(detail) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid-idempotency-key",
+                "Invalid Idempotency-Key",
+            )
+            .detail(*detail)
+            .field(headers::IDEMPOTENCY_KEY),
+            ApiError::RequestInFlight => Problem::new(
+                StatusCode::CONFLICT,
+                "request-in-flight",
+                "A request with this Idempotency-Key is still being processed",
+            )
+            .retry_after(RETRY_SOON_SECONDS),
+            ApiError::IdempotencyKeyReused => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency-Key already used with a different request body",
+            )
+            .field(headers::IDEMPOTENCY_KEY),
+            ApiError::OrderNotFound(_) => {
+                Problem::new(StatusCode::NOT_FOUND, "order-not-found", "Order not found")
+                    .detail(self.to_string())
+            }
+            ApiError::OrderNotCancellable { .. } => Problem::new(
+                StatusCode::CONFLICT,
+                "order-not-cancellable",
+                "The order cannot be cancelled",
+            )
+            .detail(self.to_string()),
+            ApiError::MissingToken => unauthorized().detail("send Authorization: Bearer <token>"),
+            ApiError::InvalidToken(source) => {
+                unauthorized().detail(format!("invalid token: {source}"))
+            }
+            ApiError::NotAdmin => {
+                Problem::new(StatusCode::FORBIDDEN, "forbidden", "Admin role required")
+            }
+            ApiError::AdministrationDisabled => Problem::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                "Catalog administration is disabled on this deployment",
+            ),
+            ApiError::NoSuchRoute => {
+                Problem::new(StatusCode::NOT_FOUND, "not-found", "No such resource")
+            }
+            ApiError::MethodNotAllowed => Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed on this resource",
+            ),
+            ApiError::Overloaded => Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "Too many requests in flight",
+            )
+            .detail("order-api is at its limit of concurrent requests; retry shortly")
+            .retry_after(RETRY_SOON_SECONDS),
+            // Data the store cannot read will not read better on retry.
+            ApiError::Store(StoreError::Corrupt(_)) => internal(),
+            ApiError::Store(_) => unavailable("the order store is unavailable; retry shortly"),
+            ApiError::Messaging(_) | ApiError::PublishTimedOut(_) => {
+                unavailable("the message broker is unavailable; retry shortly")
+            }
+            ApiError::Idempotency(err) if err.is_transient() => {
+                unavailable("the idempotency store is unavailable; retry shortly")
+            }
+            ApiError::Idempotency(_) | ApiError::Encode(_) | ApiError::Panicked(_) => internal(),
+        }
+    }
+}
+
+impl ApiError {
+    /// A panic caught by `CatchPanicLayer`, with its message when it has one.
+    pub fn panicked(payload: Box<dyn std::any::Any + Send + 'static>) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        ApiError::Panicked(message)
+    }
+}
+
+fn unauthorized() -> Problem {
+    Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "Authentication required",
+    )
+    .field("Authorization")
+}
+
+/// A dependency is away: the client should retry.
+fn unavailable(detail: &'static str) -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "Temporarily unavailable",
+    )
+    .detail(detail)
+    .retry_after(RETRY_AFTER_SECONDS)
+}
+
+/// Our fault; what went wrong is in the log, not in the answer.
+fn internal() -> Problem {
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "Internal error",
+    )
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = self.problem();
+        match problem.status() {
+            StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(error = %Chain(&self), "internal error");
+            }
+            // Shedding is the limit working as meant, and would flood the log.
+            StatusCode::SERVICE_UNAVAILABLE if !matches!(self, ApiError::Overloaded) => {
+                tracing::warn!(error = %Chain(&self), "dependency unavailable");
+            }
+            _ => {}
+        }
+        let mut response = problem.into_response();
+        if matches!(self, ApiError::MissingToken | ApiError::InvalidToken(_)) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
