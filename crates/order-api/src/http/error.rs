@@ -286,3 +286,60 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(response: &'a Response, name: header::HeaderName) -> Option<&'a str> {
+        response.headers().get(name).and_then(|v| v.to_str().ok())
+    }
+
+    #[test]
+    fn every_error_is_a_problem_document_and_503s_say_when_to_retry() {
+        let cases = [
+            (
+                ApiError::PublishTimedOut(Duration::from_secs(5)),
+                503,
+                Some("2"),
+            ),
+            (ApiError::Overloaded, 503, Some("1")),
+            (ApiError::RequestInFlight, 409, Some("1")),
+            (ApiError::IdempotencyKeyReused, 422, None),
+            (ApiError::Panicked("boom".to_owned()), 500, None),
+            (ApiError::NoSuchRoute, 404, None),
+        ];
+        for (err, status, retry_after) in cases {
+            let name = format!("{err:?}");
+            let response = err.into_response();
+            assert_eq!(response.status().as_u16(), status, "{name}");
+            assert_eq!(
+                header(&response, header::CONTENT_TYPE),
+                Some("application/problem+json"),
+                "{name}"
+            );
+            assert_eq!(
+                header(&response, header::RETRY_AFTER),
+                retry_after,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn token_errors_challenge_for_a_bearer_token_and_others_do_not() {
+        let missing = ApiError::MissingToken.into_response();
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(header(&missing, header::WWW_AUTHENTICATE), Some("Bearer"));
+        let not_admin = ApiError::NotAdmin.into_response();
+        assert_eq!(not_admin.status(), StatusCode::FORBIDDEN);
+        assert_eq!(header(&not_admin, header::WWW_AUTHENTICATE), None);
+    }
+
+    #[test]
+    fn internal_errors_keep_their_cause_out_of_the_answer() {
+        let problem = ApiError::Panicked("secret detail".to_owned()).problem();
+        assert_eq!(problem.detail, None);
+        assert!(problem.kind.ends_with("/internal"));
+    }
+}
