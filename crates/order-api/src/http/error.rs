@@ -291,7 +291,7 @@ impl IntoResponse for ApiError {
 mod tests {
     use super::*;
 
-    fn header<'a>(response: &'a Response, name: header::HeaderName) -> Option<&'a str> {
+    fn header(response: &Response, name: header::HeaderName) -> Option<&str> {
         response.headers().get(name).and_then(|v| v.to_str().ok())
     }
 
