@@ -244,3 +244,47 @@ async fn requests_over_the_concurrency_limit_are_shed_and_probes_still_answer() 
     let (status, _, _) = call(&app, Method::GET, "/api/products", None, &[]).await;
     assert_eq!(status, StatusCode::OK, "the slot is free again");
 }
+
+#[tokio::test]
+async fn a_key_in_flight_is_refused_then_its_answer_replayed() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let mut state = test_state(true, false).await;
+    state.publisher = Arc::new(HeldPublisher(release.clone()));
+    let store = state.store.clone();
+    let app = app(state, Health::new("order-api", Vec::new()));
+    let key = [("idempotency-key", "in-flight-1")];
+
+    let first = tokio::spawn({
+        let app = app.clone();
+        async move { call(&app, Method::POST, "/api/orders", Some(order()), &key).await }
+    });
+    // The pending order is written after the claim and before the publish
+    // that is held: once it is there, the first request holds the key.
+    let mut pending = false;
+    for _ in 0..200 {
+        if !store.list_orders(1, None).await.expect("list").is_empty() {
+            pending = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(pending, "the first request reaches the publish");
+
+    let (status, content_type, body) =
+        call(&app, Method::POST, "/api/orders", Some(order()), &key).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(content_type, "application/problem+json");
+    assert!(
+        body["type"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("request-in-flight")),
+        "{body}"
+    );
+
+    release.notify_one();
+    let (status, _, accepted) = first.await.expect("first request");
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let (status, _, replayed) = call(&app, Method::POST, "/api/orders", Some(order()), &key).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(replayed, accepted);
+}
