@@ -7,10 +7,12 @@
 //! - [`idempotency`]: at-most-once records with leases.
 //! - [`messaging`]: JetStream and in-memory brokers, the consumer loop.
 //! - [`health`], [`http`], [`telemetry`], [`shutdown`], [`service`]: service plumbing.
+//! - [`error`]: printing an error with its causes.
 
 pub mod config;
 pub mod contracts;
 pub mod domain;
+pub mod error;
 pub mod health;
 pub mod http;
 pub mod idempotency;

@@ -62,7 +62,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let mode = match NatsSettings::from_env(env, false)? {
+        let mode = match NatsSettings::from_env_if_set(env)? {
             Some(nats) => Mode::Distributed {
                 nats,
                 redis: RedisSettings::from_env(env)?,
