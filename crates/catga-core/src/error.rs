@@ -7,7 +7,9 @@
 
 use std::{error::Error, fmt};
 
-/// An error and its causes, displayed as `outer: cause: root cause`.
+/// An error and its causes, displayed as `outer: cause: root cause`. A cause
+/// whose message its error already ends with (some libraries print their
+/// source and also return it) is not printed twice.
 pub struct Chain<'a>(&'a (dyn Error + 'static));
 
 /// `err` with every cause behind it, for logs and start-up messages:
@@ -18,10 +20,15 @@ pub fn chain<'a>(err: &'a (dyn Error + 'static)) -> Chain<'a> {
 
 impl fmt::Display for Chain<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
+        let mut shown = self.0.to_string();
+        f.write_str(&shown)?;
         let mut cause = self.0.source();
         while let Some(err) = cause {
-            write!(f, ": {err}")?;
+            let message = err.to_string();
+            if !shown.ends_with(&message) {
+                write!(f, ": {message}")?;
+            }
+            shown = message;
             cause = err.source();
         }
         Ok(())
@@ -72,6 +79,17 @@ mod tests {
             format!("{:?}", chain(&outer())),
             chain(&outer()).to_string()
         );
+    }
+
+    /// Prints its source in its own message, as some libraries do.
+    #[derive(Debug, thiserror::Error)]
+    #[error("cannot parse: {0}")]
+    struct Repeats(#[source] std::io::Error);
+
+    #[test]
+    fn a_cause_already_in_the_message_is_printed_once() {
+        let err = Repeats(std::io::Error::other("bad digit"));
+        assert_eq!(chain(&err).to_string(), "cannot parse: bad digit");
     }
 
     #[test]
