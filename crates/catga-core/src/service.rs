@@ -16,7 +16,7 @@ use std::{
 };
 
 use axum::Router;
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::{net::TcpListener, task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -235,23 +235,41 @@ impl Connections {
     /// Runs `handler` on the durable consumer `spec` until `shutdown` fires
     /// (readiness answers 503 from then on), then lets in-flight messages
     /// finish within `options.shutdown_grace` and hands back the rest.
+    /// Returns when the shutdown grace ends, for [`Connections::stop`].
     pub async fn consume(
         &self,
         spec: ConsumerSpec,
         handler: impl Handler,
         options: ConsumerOptions,
         shutdown: &CancellationToken,
-    ) {
+    ) -> Instant {
+        let grace = options.shutdown_grace;
         let drain = drain_on(shutdown, &self.health);
-        run_consumer(self.broker.clone(), spec, Arc::new(handler), options, drain).await;
+        let mut consumer = std::pin::pin!(run_consumer(
+            self.broker.clone(),
+            spec,
+            Arc::new(handler),
+            options,
+            drain
+        ));
+        tokio::select! {
+            () = &mut consumer => Instant::now(),
+            () = shutdown.cancelled() => {
+                let grace_ends = Instant::now() + grace;
+                consumer.await;
+                grace_ends
+            }
+        }
     }
 
     /// Stops the service once its consumer has drained: the ops server
     /// (after the requests in flight), then the background tasks, which end
-    /// on `shutdown`, waited for at most `grace` more.
-    pub async fn stop(self, ops: OpsServer, grace: Duration) -> Result<(), ServiceError> {
+    /// on `shutdown`, waited for until `grace_ends` (what
+    /// [`Connections::consume`] returned), so the whole stop stays within
+    /// `Catga__ShutdownGraceSeconds`.
+    pub async fn stop(self, ops: OpsServer, grace_ends: Instant) -> Result<(), ServiceError> {
         let stopped = ops.stop().await;
-        self.tasks.wait(grace).await;
+        self.tasks.wait_until(grace_ends).await;
         tracing::info!("{} stopped", self.service);
         stopped
     }

@@ -118,17 +118,16 @@ impl BackgroundTasks {
         self.tracker.spawn(task)
     }
 
-    /// Takes no more tasks and waits until every one has finished, for at
-    /// most `grace`; logs how many were still running after it.
-    pub async fn wait(&self, grace: Duration) {
+    /// Takes no more tasks and waits until every one has finished, at the
+    /// latest until `grace_ends`; logs how many were still running then.
+    pub async fn wait_until(&self, grace_ends: tokio::time::Instant) {
         self.tracker.close();
-        if tokio::time::timeout(grace, self.tracker.wait())
+        if tokio::time::timeout_at(grace_ends, self.tracker.wait())
             .await
             .is_err()
         {
             tracing::warn!(
                 still_running = self.tracker.len(),
-                ?grace,
                 "background tasks did not finish within the shutdown grace"
             );
         }
@@ -168,7 +167,9 @@ mod tests {
                 finished.cancel();
             }
         });
-        tasks.wait(Duration::from_secs(5)).await;
+        tasks
+            .wait_until(tokio::time::Instant::now() + Duration::from_secs(5))
+            .await;
         assert!(
             finished.is_cancelled(),
             "wait returns after every task ended"
@@ -181,11 +182,11 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn wait_gives_up_after_the_grace() {
+    async fn wait_gives_up_when_the_grace_ends() {
         let tasks = BackgroundTasks::new();
         tasks.spawn("never ends", std::future::pending());
         let started = tokio::time::Instant::now();
-        tasks.wait(Duration::from_secs(3)).await;
+        tasks.wait_until(started + Duration::from_secs(3)).await;
         assert_eq!(started.elapsed(), Duration::from_secs(3));
         assert_eq!(tasks.tracker.len(), 1);
     }

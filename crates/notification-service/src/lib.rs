@@ -73,10 +73,10 @@ pub async fn run(
     let handler = EventHandler::new(notifier, Arc::new(records));
     let spec = consumer_spec(&settings.nats);
     let ops = OpsServer::start(listener, &connections, &spec, &shutdown);
-    connections
+    let grace_ends = connections
         .consume(spec, handler, consumer_options(grace), &shutdown)
         .await;
-    connections.stop(ops, grace).await?;
+    connections.stop(ops, grace_ends).await?;
     Ok(())
 }
 

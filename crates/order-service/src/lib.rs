@@ -60,10 +60,10 @@ pub async fn run(
     let spec = consumer_spec(&settings.nats);
     let ops = OpsServer::start(listener, &connections, &spec, &shutdown);
     tracing::info!(queue_group = %spec.durable, "binding the shared durable consumer");
-    connections
+    let grace_ends = connections
         .consume(spec, handler, consumer_options(grace), &shutdown)
         .await;
-    connections.stop(ops, grace).await?;
+    connections.stop(ops, grace_ends).await?;
     Ok(())
 }
 
