@@ -75,7 +75,6 @@ impl ReadinessCheck for StoreCheck {
 pub struct Health {
     service: &'static str,
     checks: Arc<Vec<Box<dyn ReadinessCheck>>>,
-    draining: Arc<AtomicBool>,
     /// The shutdown token readiness follows, once [`Health::drain_on`] named it.
     shutdown: Arc<OnceLock<CancellationToken>>,
 }
@@ -93,7 +92,6 @@ impl Health {
         Self {
             service,
             checks: Arc::new(checks),
-            draining: Arc::new(AtomicBool::new(false)),
             shutdown: Arc::new(OnceLock::new()),
         }
     }
@@ -106,18 +104,11 @@ impl Health {
         let _ = self.shutdown.set(shutdown.clone());
     }
 
-    /// Marks the service as shutting down: readiness turns 503 at once, so the
-    /// load balancer stops sending work before the service stops taking it.
-    pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Release);
-    }
-
+    /// Whether the service is shutting down (readiness answers 503).
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
-            || self
-                .shutdown
-                .get()
-                .is_some_and(CancellationToken::is_cancelled)
+        self.shutdown
+            .get()
+            .is_some_and(CancellationToken::is_cancelled)
     }
 
     /// Runs every check; `Ok` when all pass.

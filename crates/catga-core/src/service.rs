@@ -73,7 +73,7 @@ pub fn drain_on(shutdown: &CancellationToken, health: &Health) -> CancellationTo
 }
 
 /// Health and metrics endpoints: all the HTTP a consumer service serves.
-pub fn ops_router(health: Health, service: &'static str) -> Router {
+fn ops_router(health: Health, service: &'static str) -> Router {
     crate::health::router(health)
         .merge(telemetry::metrics_router())
         .layer(axum::middleware::from_fn_with_state(
