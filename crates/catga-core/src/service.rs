@@ -182,7 +182,7 @@ pub struct Connections {
     pub redis: redis::aio::ConnectionManager,
     pub store: Arc<dyn crate::store::OrderStore>,
     pub health: Health,
-    /// Every task the service runs beside its main work; [`Connections::close`] waits for them.
+    /// Every task the service runs beside its main work; [`Connections::stop`] waits for them.
     pub tasks: BackgroundTasks,
 }
 

@@ -84,7 +84,7 @@ pub async fn wait_for_signal() {
 /// The tasks a service runs beside its main work (creating streams, refreshing
 /// gauges, the ops server, forwarding exhausted messages). Every one is
 /// tracked: a panic is logged with the task's name instead of vanishing with a
-/// dropped `JoinHandle`, and [`BackgroundTasks::wait`] lets them finish within
+/// dropped `JoinHandle`, and [`BackgroundTasks::wait_until`] lets them finish within
 /// the shutdown grace before the runtime drops them.
 #[derive(Debug, Clone, Default)]
 pub struct BackgroundTasks {

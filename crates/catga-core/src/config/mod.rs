@@ -5,7 +5,7 @@
 //! touching the process environment. A bad value is a [`ConfigError`] naming
 //! the setting; binaries print it, with its cause, on one line and exit.
 //!
-//! - [`env`]: the variables and typed reads of them.
+//! - [`env`](mod@env): the variables and typed reads of them.
 //! - [`keys`]: every setting name.
 //! - [`common`]: what every service has (port, logs, shutdown grace, traces) and `Catga__*`.
 //! - [`trace`], [`nats`], [`redis`]: the parsers of those settings.

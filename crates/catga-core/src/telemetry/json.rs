@@ -6,7 +6,7 @@ use tracing_subscriber::fmt;
 /// the trace, where its other attributes are.
 const LOGGED_SPAN_FIELDS: [&str; 2] = ["trace_id", "span_id"];
 
-/// Span fields for JSON log lines: [`LOGGED_SPAN_FIELDS`] only, as a JSON
+/// Span fields for JSON log lines: `trace_id` and `span_id` only, as a JSON
 /// object, with fields recorded later spliced in. `tracing_subscriber`'s own
 /// `JsonFields` formats every field of every span as it opens, and parses
 /// and re-serialises the whole object on every `record`; profiling showed

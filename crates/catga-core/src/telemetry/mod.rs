@@ -9,7 +9,7 @@
 //! every series carries a `service` label, so services embedded in one process
 //! stay apart.
 //!
-//! - [`init`]: installs logging and trace export for the process.
+//! - [`init`](mod@init): installs logging and trace export for the process.
 //! - [`json`]: the JSON log line format.
 //! - [`propagation`]: trace context in and out of NATS and HTTP headers.
 //! - [`http`]: the server span and trace layer of every router.

@@ -1,5 +1,5 @@
 //! W3C trace context (`traceparent`) in and out of NATS message headers and
-//! HTTP headers, through the one propagator [`super::init`] installs.
+//! HTTP headers, through the one propagator [`init`](super::init()) installs.
 
 use axum::http::HeaderMap;
 use opentelemetry::{
