@@ -49,7 +49,11 @@ impl CommonSettings {
             .unwrap_or("info")
             .to_owned();
         tracing_subscriber::EnvFilter::try_new(&log_level).map_err(|err| {
-            ConfigError::new(keys::LOG_LEVEL, "is not a log filter").caused_by(err)
+            ConfigError::new(
+                keys::LOG_LEVEL,
+                format!("{log_level:?} is not a log filter"),
+            )
+            .caused_by(err)
         })?;
         let mut warnings = Vec::new();
         let traces = TraceExport::from_env(env, &mut warnings)?;

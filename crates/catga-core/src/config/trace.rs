@@ -47,7 +47,7 @@ impl TraceExport {
             return Ok(TraceExport::Off);
         };
         let url = url::Url::parse(raw).map_err(|err| {
-            ConfigError::new(keys::OTEL_JAEGER_ENDPOINT, "is not a URL").caused_by(err)
+            ConfigError::new(keys::OTEL_JAEGER_ENDPOINT, "not a URL").caused_by(err)
         })?;
         let host = url
             .host_str()
