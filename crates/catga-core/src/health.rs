@@ -5,7 +5,7 @@
 use std::{
     collections::BTreeMap,
     sync::{
-        Arc,
+        Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     time::Duration,
@@ -14,8 +14,12 @@ use std::{
 use async_trait::async_trait;
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use serde::Serialize;
+use tokio_util::sync::CancellationToken;
 
-use crate::{contracts::metrics as names, messaging::Broker, store::OrderStore};
+use crate::{contracts::metrics as names, error::chain, messaging::Broker, store::OrderStore};
+
+/// Why a dependency is not usable; its whole chain of causes goes into the report.
+pub type Unready = Box<dyn std::error::Error + Send + Sync>;
 
 /// Longest a readiness check may take; a dependency slower than this is not usable.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -24,7 +28,7 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 #[async_trait]
 pub trait ReadinessCheck: Send + Sync + 'static {
     fn name(&self) -> &'static str;
-    async fn check(&self) -> Result<(), String>;
+    async fn check(&self) -> Result<(), Unready>;
 }
 
 /// NATS: connected, and the streams exist.
@@ -39,12 +43,12 @@ impl ReadinessCheck for BrokerCheck {
         "nats"
     }
 
-    async fn check(&self) -> Result<(), String> {
+    async fn check(&self) -> Result<(), Unready> {
         if !self.broker.is_connected() {
-            return Err("not connected".to_owned());
+            return Err("not connected".into());
         }
         if !self.topology_ready.load(Ordering::Acquire) {
-            return Err("streams not set up yet".to_owned());
+            return Err("streams not set up yet".into());
         }
         Ok(())
     }
@@ -61,8 +65,8 @@ impl ReadinessCheck for StoreCheck {
         "redis"
     }
 
-    async fn check(&self) -> Result<(), String> {
-        self.store.ping().await.map_err(|err| err.to_string())
+    async fn check(&self) -> Result<(), Unready> {
+        Ok(self.store.ping().await?)
     }
 }
 
@@ -71,7 +75,8 @@ impl ReadinessCheck for StoreCheck {
 pub struct Health {
     service: &'static str,
     checks: Arc<Vec<Box<dyn ReadinessCheck>>>,
-    draining: Arc<AtomicBool>,
+    /// The shutdown token readiness follows, once [`Health::drain_on`] named it.
+    shutdown: Arc<OnceLock<CancellationToken>>,
 }
 
 #[derive(Serialize)]
@@ -87,31 +92,38 @@ impl Health {
         Self {
             service,
             checks: Arc::new(checks),
-            draining: Arc::new(AtomicBool::new(false)),
+            shutdown: Arc::new(OnceLock::new()),
         }
     }
 
-    /// Marks the service as shutting down: readiness turns 503 at once, so the
-    /// load balancer stops sending work before the service stops taking it.
-    pub fn start_draining(&self) {
-        self.draining.store(true, Ordering::Release);
+    /// Makes readiness answer 503 from the instant `shutdown` fires, with no
+    /// task in between: `shutdown` is then the token on which the service
+    /// stops taking work, after load balancers were told to stop sending it.
+    /// Only the first token given is followed.
+    pub fn drain_on(&self, shutdown: &CancellationToken) {
+        let _ = self.shutdown.set(shutdown.clone());
     }
 
+    /// Whether the service is shutting down (readiness answers 503).
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Acquire)
+        self.shutdown
+            .get()
+            .is_some_and(CancellationToken::is_cancelled)
     }
 
     /// Runs every check; `Ok` when all pass.
     pub async fn readiness(&self) -> (bool, BTreeMap<&'static str, String>) {
-        let mut ready = !self.is_draining();
+        let draining = self.is_draining();
+        let mut ready = !draining;
         let mut results = BTreeMap::new();
-        if self.is_draining() {
+        if draining {
             results.insert("shutdown", "draining".to_owned());
         }
         let outcomes = futures::future::join_all(self.checks.iter().map(|check| async move {
-            let outcome = tokio::time::timeout(CHECK_TIMEOUT, check.check())
-                .await
-                .unwrap_or_else(|_| Err(format!("no answer within {CHECK_TIMEOUT:?}")));
+            let outcome = match tokio::time::timeout(CHECK_TIMEOUT, check.check()).await {
+                Ok(outcome) => outcome.map_err(|err| chain(&*err).to_string()),
+                Err(_) => Err(format!("no answer within {CHECK_TIMEOUT:?}")),
+            };
             (check.name(), outcome)
         }))
         .await;
@@ -159,4 +171,21 @@ async fn ready(State(health): State<Health>) -> impl IntoResponse {
             checks,
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn readiness_turns_503_the_instant_shutdown_fires() {
+        let health = Health::new("svc", Vec::new());
+        let shutdown = CancellationToken::new();
+        health.drain_on(&shutdown);
+        assert!(health.readiness().await.0);
+        shutdown.cancel();
+        let (ready, checks) = health.clone().readiness().await;
+        assert!(!ready);
+        assert_eq!(checks["shutdown"], "draining");
+    }
 }

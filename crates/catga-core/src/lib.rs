@@ -7,6 +7,7 @@
 //! - [`idempotency`]: at-most-once records with leases.
 //! - [`messaging`]: JetStream and in-memory brokers, the consumer loop.
 //! - [`health`], [`http`], [`telemetry`], [`shutdown`], [`service`]: service plumbing.
+//! - [`error`]: printing an error with its causes.
 
 pub mod config;
 pub mod contracts;

@@ -1,7 +1,13 @@
 //! Start-up and shutdown steps every service shares.
+//!
+//! A consumer service's `run` takes them in order: [`Connections::open`]
+//! (NATS, Redis, readiness; streams created in the background), its handler,
+//! [`OpsServer::start`] (health and metrics, consumer-lag gauges, the
+//! exhausted-message forwarder), [`Connections::consume`] until shutdown has
+//! drained, then [`Connections::stop`] (the ops server, then the background
+//! tasks within the grace). [`main`] is the whole `main` of every binary.
 
 use std::{
-    future::Future,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -10,17 +16,42 @@ use std::{
 };
 
 use axum::Router;
+use tokio::{net::TcpListener, task::JoinHandle, time::Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    config::NatsSettings,
     contracts::metrics as names,
+    error::chain,
     health::Health,
-    messaging::{Broker, ConsumerSpec},
+    messaging::{Broker, ConsumerOptions, ConsumerSpec, Handler, run_consumer},
+    shutdown::BackgroundTasks,
     telemetry,
 };
 
+/// Messages one replica of a consumer service works on at once.
+pub const MAX_IN_FLIGHT: usize = 32;
+
+/// The durable consumer `durable` on `stream` (filtered to `subjects`), with
+/// the delivery limits of `nats` and [`MAX_IN_FLIGHT`].
+pub fn consumer_spec(
+    stream: &'static str,
+    subjects: &'static str,
+    durable: impl Into<String>,
+    nats: &NatsSettings,
+) -> ConsumerSpec {
+    ConsumerSpec {
+        stream,
+        durable: durable.into(),
+        filter: subjects,
+        max_deliver: nats.max_deliver,
+        ack_wait: nats.ack_wait,
+        max_in_flight: MAX_IN_FLIGHT,
+    }
+}
+
 /// Creates the streams (retrying until NATS answers), then sets `ready`.
-pub async fn ensure_topology(
+async fn ensure_topology(
     broker: Arc<dyn Broker>,
     ready: Arc<AtomicBool>,
     shutdown: CancellationToken,
@@ -33,21 +64,16 @@ pub async fn ensure_topology(
     }
 }
 
-/// A token that fires after `shutdown`, once readiness has turned 503: the
-/// service stops taking work only after load balancers stop sending it.
+/// The token on which a service stops taking work: `shutdown`, with `health`
+/// answering 503 from the instant it fires, so load balancers stop sending
+/// work before the service stops taking it.
 pub fn drain_on(shutdown: &CancellationToken, health: &Health) -> CancellationToken {
-    let drain = CancellationToken::new();
-    let (fire, shutdown, health) = (drain.clone(), shutdown.clone(), health.clone());
-    tokio::spawn(async move {
-        shutdown.cancelled().await;
-        health.start_draining();
-        fire.cancel();
-    });
-    drain
+    health.drain_on(shutdown);
+    shutdown.clone()
 }
 
 /// Health and metrics endpoints: all the HTTP a consumer service serves.
-pub fn ops_router(health: Health, service: &'static str) -> Router {
+fn ops_router(health: Health, service: &'static str) -> Router {
     crate::health::router(health)
         .merge(telemetry::metrics_router())
         .layer(axum::middleware::from_fn_with_state(
@@ -74,7 +100,7 @@ pub async fn watch_health(health: Health, shutdown: CancellationToken) {
 
 /// Publishes `catga_consumer_pending` and `catga_consumer_ack_pending` of a
 /// durable consumer (the lag the autoscaler and the alerts watch).
-pub async fn report_consumer_lag(
+async fn report_consumer_lag(
     broker: Arc<dyn Broker>,
     spec: ConsumerSpec,
     service: &'static str,
@@ -95,7 +121,7 @@ pub async fn report_consumer_lag(
                     .set(ack_pending as f64);
             }
             Ok(None) => return,
-            Err(err) => tracing::debug!(error = %err, "cannot read consumer lag"),
+            Err(err) => tracing::debug!(error = %chain(&err), "cannot read consumer lag"),
         }
     }
 }
@@ -111,7 +137,7 @@ pub async fn healthcheck(port: u16) -> std::process::ExitCode {
     {
         Ok(client) => client,
         Err(err) => {
-            eprintln!("healthcheck: {err}");
+            eprintln!("healthcheck: {}", chain(&err));
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -122,15 +148,8 @@ pub async fn healthcheck(port: u16) -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
         Err(err) => {
-            // reqwest's own message is generic; the cause says what happened.
-            let err = err.without_url();
-            let mut message = err.to_string();
-            let mut source = std::error::Error::source(&err);
-            while let Some(cause) = source {
-                message = format!("{message}: {cause}");
-                source = cause.source();
-            }
-            eprintln!("healthcheck: {url}: {message}");
+            // reqwest's own message is generic; the causes say what happened.
+            eprintln!("healthcheck: {url}: {}", chain(&err.without_url()));
             std::process::ExitCode::FAILURE
         }
     }
@@ -143,25 +162,35 @@ pub enum ServiceError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Messaging(#[from] crate::messaging::MessagingError),
-    #[error("HTTP server: {0}")]
+    #[error("HTTP server failed")]
     Http(#[from] std::io::Error),
+    /// A task whose outcome the service awaits panicked or was cancelled.
+    #[error("the {task} task did not finish")]
+    Task {
+        task: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
 }
 
-/// A distributed service's connections and readiness. Opening them starts
-/// the background start-up work: creating the streams once NATS answers, and
-/// refreshing the dependency gauges.
+/// A distributed service's connections, readiness and background tasks.
+/// Opening them starts the background start-up work: creating the streams
+/// once NATS answers, and refreshing the dependency gauges.
 pub struct Connections {
+    pub service: &'static str,
     pub broker: Arc<dyn Broker>,
     pub redis: redis::aio::ConnectionManager,
     pub store: Arc<dyn crate::store::OrderStore>,
     pub health: Health,
+    /// Every task the service runs beside its main work; [`Connections::stop`] waits for them.
+    pub tasks: BackgroundTasks,
 }
 
 impl Connections {
     /// Connects in the background (never fails for a dependency that is away).
     pub async fn open(
         service: &'static str,
-        nats: &crate::config::NatsSettings,
+        nats: &NatsSettings,
         redis: &crate::config::RedisSettings,
         shutdown: &CancellationToken,
     ) -> Result<Self, ServiceError> {
@@ -183,59 +212,125 @@ impl Connections {
                 }),
             ],
         );
-        tokio::spawn(ensure_topology(
-            broker.clone(),
-            topology_ready,
-            shutdown.clone(),
-        ));
-        tokio::spawn(watch_health(health.clone(), shutdown.clone()));
+        let tasks = BackgroundTasks::new();
+        tasks.spawn(
+            "create streams",
+            ensure_topology(broker.clone(), topology_ready, shutdown.clone()),
+        );
+        tasks.spawn(
+            "refresh dependency gauges",
+            watch_health(health.clone(), shutdown.clone()),
+        );
         tracing::info!(nats = ?nats.redacted_servers(), redis = %redis, "{service} started");
         Ok(Self {
+            service,
             broker,
             redis: redis_conn,
             store,
             health,
+            tasks,
         })
+    }
+
+    /// Runs `handler` on the durable consumer `spec` until `shutdown` fires
+    /// (readiness answers 503 from then on), then lets in-flight messages
+    /// finish within `options.shutdown_grace` and hands back the rest.
+    /// Returns when the shutdown grace ends, for [`Connections::stop`].
+    pub async fn consume(
+        &self,
+        spec: ConsumerSpec,
+        handler: impl Handler,
+        options: ConsumerOptions,
+        shutdown: &CancellationToken,
+    ) -> Instant {
+        let grace = options.shutdown_grace;
+        let drain = drain_on(shutdown, &self.health);
+        let mut consumer = std::pin::pin!(run_consumer(
+            self.broker.clone(),
+            spec,
+            Arc::new(handler),
+            options,
+            drain
+        ));
+        tokio::select! {
+            () = &mut consumer => Instant::now(),
+            () = shutdown.cancelled() => {
+                let grace_ends = Instant::now() + grace;
+                consumer.await;
+                grace_ends
+            }
+        }
+    }
+
+    /// Stops the service once its consumer has drained: the ops server
+    /// (after the requests in flight), then the background tasks, which end
+    /// on `shutdown`, waited for until `grace_ends` (what
+    /// [`Connections::consume`] returned), so the whole stop stays within
+    /// `Catga__ShutdownGraceSeconds`.
+    pub async fn stop(self, ops: OpsServer, grace_ends: Instant) -> Result<(), ServiceError> {
+        let stopped = ops.stop().await;
+        self.tasks.wait_until(grace_ends).await;
+        tracing::info!("{} stopped", self.service);
+        stopped
     }
 }
 
-/// Runs a consumer service: health and metrics on `listener`, consumer-lag
-/// gauges, and `consume` (given the token that fires once readiness has turned
-/// 503) until it has drained; then stops the HTTP server.
-pub async fn serve_while_consuming<F>(
-    service: &'static str,
-    listener: tokio::net::TcpListener,
-    connections: &Connections,
-    spec: ConsumerSpec,
-    shutdown: CancellationToken,
-    consume: impl FnOnce(ConsumerSpec, CancellationToken) -> F,
-) -> Result<(), ServiceError>
-where
-    F: Future<Output = ()>,
-{
-    tokio::spawn(report_consumer_lag(
-        connections.broker.clone(),
-        spec.clone(),
-        service,
-        shutdown.clone(),
-    ));
-    {
-        let (broker, spec, shutdown) = (connections.broker.clone(), spec.clone(), shutdown.clone());
-        tokio::spawn(async move { broker.dead_letter_exhausted(&spec, service, shutdown).await });
+/// A consumer service's HTTP server (health and metrics on its listener),
+/// with what it reports on its durable consumer: the consumer-lag gauges and
+/// the forwarder of messages the broker gave up on.
+pub struct OpsServer {
+    server: JoinHandle<std::io::Result<()>>,
+    stop: CancellationToken,
+}
+
+impl OpsServer {
+    /// Starts serving on `listener`; the gauges and the forwarder run on the
+    /// connections' background tasks until `shutdown`.
+    pub fn start(
+        listener: TcpListener,
+        connections: &Connections,
+        spec: &ConsumerSpec,
+        shutdown: &CancellationToken,
+    ) -> Self {
+        let service = connections.service;
+        connections.tasks.spawn(
+            "report consumer lag",
+            report_consumer_lag(
+                connections.broker.clone(),
+                spec.clone(),
+                service,
+                shutdown.clone(),
+            ),
+        );
+        let (broker, spec_for_forwarder, forwarder_stop) =
+            (connections.broker.clone(), spec.clone(), shutdown.clone());
+        connections
+            .tasks
+            .spawn("dead-letter exhausted messages", async move {
+                broker
+                    .dead_letter_exhausted(&spec_for_forwarder, service, forwarder_stop)
+                    .await;
+            });
+        // Stopped apart from `shutdown`: probes and scrapes are answered
+        // until the consumer has drained.
+        let stop = CancellationToken::new();
+        let server = connections.tasks.spawn_joinable(crate::http::serve(
+            listener,
+            ops_router(connections.health.clone(), service),
+            stop.clone(),
+        ));
+        Self { server, stop }
     }
-    let server_stop = CancellationToken::new();
-    let server = tokio::spawn(crate::http::serve(
-        listener,
-        ops_router(connections.health.clone(), service),
-        server_stop.clone(),
-    ));
-    consume(spec, drain_on(&shutdown, &connections.health)).await;
-    server_stop.cancel();
-    server
-        .await
-        .map_err(|err| std::io::Error::other(err.to_string()))??;
-    tracing::info!("{service} stopped");
-    Ok(())
+
+    /// Stops the server once the requests in flight are answered.
+    async fn stop(self) -> Result<(), ServiceError> {
+        self.stop.cancel();
+        self.server.await.map_err(|source| ServiceError::Task {
+            task: "ops server",
+            source,
+        })??;
+        Ok(())
+    }
 }
 
 /// The whole `main` of a service binary: read settings (a bad one prints one
@@ -245,15 +340,15 @@ pub async fn main<S, E>(
     binary: &str,
     read: fn(&crate::config::Env) -> Result<S, crate::config::ConfigError>,
     common: fn(&S) -> &crate::config::CommonSettings,
-    run: impl AsyncFnOnce(S, tokio::net::TcpListener, CancellationToken) -> Result<(), E>,
+    run: impl AsyncFnOnce(S, TcpListener, CancellationToken) -> Result<(), E>,
 ) -> std::process::ExitCode
 where
-    E: std::fmt::Display,
+    E: std::error::Error + 'static,
 {
     let settings = match read(&crate::config::Env::from_process()) {
         Ok(settings) => settings,
         Err(err) => {
-            eprintln!("{binary}: {err}");
+            eprintln!("{binary}: {}", chain(&err));
             return std::process::ExitCode::from(2);
         }
     };
@@ -263,17 +358,21 @@ where
     }
     let _telemetry = telemetry::init(common(&settings));
     let _failpoints = crate::failpoints();
-    let listener = match tokio::net::TcpListener::bind(("0.0.0.0", port)).await {
+    let listener = match TcpListener::bind(("0.0.0.0", port)).await {
         Ok(listener) => listener,
         Err(err) => {
-            tracing::error!(port, error = %err, "cannot listen");
+            tracing::error!(port, error = %chain(&err), "cannot listen");
             return std::process::ExitCode::FAILURE;
         }
     };
-    match run(settings, listener, crate::shutdown::on_signals()).await {
+    let shutdown = CancellationToken::new();
+    let outcome =
+        crate::shutdown::until_signalled(&shutdown, run(settings, listener, shutdown.clone()))
+            .await;
+    match outcome {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = %err, "{binary} failed");
+            tracing::error!(error = %chain(&err), "{binary} failed");
             std::process::ExitCode::FAILURE
         }
     }

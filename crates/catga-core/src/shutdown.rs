@@ -1,9 +1,10 @@
 //! Graceful shutdown: one token, cancelled on SIGTERM or Ctrl-C, that every
-//! part of a service watches.
+//! part of a service watches, and the background tasks that must end with it.
 
-use std::{future::Future, time::Duration};
+use std::{any::Any, future::Future, panic::AssertUnwindSafe, time::Duration};
 
-use tokio_util::sync::CancellationToken;
+use futures::FutureExt;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// Retries `step` every second until it succeeds (its value) or `shutdown`
 /// fires (`None`, also while a step is under way). Work that needs a
@@ -17,7 +18,7 @@ pub async fn retry_until_ok<T, E, F, Fut>(
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
-    E: std::fmt::Display,
+    E: std::error::Error + 'static,
 {
     loop {
         let outcome = tokio::select! {
@@ -27,7 +28,7 @@ where
         match outcome {
             Ok(value) => return Some(value),
             Err(err) => {
-                tracing::warn!(error = %err, "cannot {what} yet; retrying");
+                tracing::warn!(error = %crate::error::chain(&err), "cannot {what} yet; retrying");
                 tokio::select! {
                     () = shutdown.cancelled() => return None,
                     () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -37,16 +38,19 @@ where
     }
 }
 
-/// A token cancelled when the process receives SIGTERM or SIGINT (Ctrl-C).
-pub fn on_signals() -> CancellationToken {
-    let token = CancellationToken::new();
-    let cancel = token.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown signal received");
-        cancel.cancel();
-    });
-    token
+/// Runs `work` to its end, cancelling `shutdown` when the process receives
+/// SIGTERM or SIGINT (Ctrl-C) so that it winds down. The signal is awaited
+/// here, beside `work`, not by a task of its own.
+pub async fn until_signalled<T>(shutdown: &CancellationToken, work: impl Future<Output = T>) -> T {
+    let mut work = std::pin::pin!(work);
+    tokio::select! {
+        output = &mut work => output,
+        () = wait_for_signal() => {
+            tracing::info!("shutdown signal received");
+            shutdown.cancel();
+            work.await
+        }
+    }
 }
 
 /// Waits for SIGTERM (what Kubernetes sends) or SIGINT.
@@ -74,5 +78,123 @@ pub async fn wait_for_signal() {
     tokio::select! {
         () = ctrl_c => {}
         () = terminate => {}
+    }
+}
+
+/// The tasks a service runs beside its main work (creating streams, refreshing
+/// gauges, the ops server, forwarding exhausted messages). Every one is
+/// tracked: a panic is logged with the task's name instead of vanishing with a
+/// dropped `JoinHandle`, and [`BackgroundTasks::wait_until`] lets them finish within
+/// the shutdown grace before the runtime drops them.
+#[derive(Debug, Clone, Default)]
+pub struct BackgroundTasks {
+    tracker: TaskTracker,
+}
+
+impl BackgroundTasks {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `task` in the background; a panic is logged as an error naming `name`.
+    pub fn spawn(&self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        self.tracker.spawn(async move {
+            if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
+                tracing::error!(
+                    task = name,
+                    panic = panic_message(&*panic),
+                    "background task panicked"
+                );
+            }
+        });
+    }
+
+    /// Runs `task` in the background and hands back its handle, for a task
+    /// whose outcome the caller awaits (and whose panic it reports).
+    pub fn spawn_joinable<T: Send + 'static>(
+        &self,
+        task: impl Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        self.tracker.spawn(task)
+    }
+
+    /// Takes no more tasks and waits until every one has finished, at the
+    /// latest until `grace_ends`; logs how many were still running then.
+    pub async fn wait_until(&self, grace_ends: tokio::time::Instant) {
+        self.tracker.close();
+        if tokio::time::timeout_at(grace_ends, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                still_running = self.tracker.len(),
+                "background tasks did not finish within the shutdown grace"
+            );
+        }
+    }
+}
+
+/// The message a panic was raised with, when it has one.
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&'static str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_is_logged_and_the_others_are_awaited() {
+        let logs = crate::telemetry::Lines::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        // The test runtime has one thread: the tasks log through this subscriber.
+        let _logging = tracing::subscriber::set_default(subscriber);
+        let tasks = BackgroundTasks::new();
+        let finished = CancellationToken::new();
+        tasks.spawn("panics", async { panic!("boom") });
+        tasks.spawn("finishes", {
+            let finished = finished.clone();
+            async move {
+                tokio::task::yield_now().await;
+                finished.cancel();
+            }
+        });
+        tasks
+            .wait_until(tokio::time::Instant::now() + Duration::from_secs(5))
+            .await;
+        assert!(
+            finished.is_cancelled(),
+            "wait returns after every task ended"
+        );
+        assert!(tasks.tracker.is_empty());
+        let logged = String::from_utf8_lossy(&logs.written()).into_owned();
+        assert!(logged.contains("background task panicked"), "{logged}");
+        assert!(logged.contains("task=\"panics\""), "{logged}");
+        assert!(logged.contains("boom"), "{logged}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_gives_up_when_the_grace_ends() {
+        let tasks = BackgroundTasks::new();
+        tasks.spawn("never ends", std::future::pending());
+        let started = tokio::time::Instant::now();
+        tasks.wait_until(started + Duration::from_secs(3)).await;
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        assert_eq!(tasks.tracker.len(), 1);
+    }
+
+    #[test]
+    fn panic_messages_are_read_from_both_payload_kinds() {
+        assert_eq!(panic_message(&"static"), "static");
+        assert_eq!(panic_message(&String::from("formatted")), "formatted");
+        assert_eq!(panic_message(&7_u8), "(no message)");
     }
 }

@@ -194,7 +194,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, Error> {
         Command::EchoServer { listen } => {
             let listener = TcpListener::bind(listen).await?;
             eprintln!("echo server listening on {}", listener.local_addr()?);
-            baseline::serve_echo(listener, catga_core::shutdown::on_signals()).await?;
+            let shutdown = catga_core::CancellationToken::new();
+            catga_core::shutdown::until_signalled(
+                &shutdown,
+                baseline::serve_echo(listener, shutdown.clone()),
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Jetstream {

@@ -49,11 +49,9 @@ pub struct Settings {
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         CatgaSettings::from_env(env)?.require_idempotency()?;
-        let nats = NatsSettings::from_env(env, true)?
-            .ok_or_else(|| ConfigError::new(keys::NATS_URL, "is required"))?;
         Ok(Self {
+            nats: NatsSettings::from_env(env)?,
             common: CommonSettings::from_env(env, DEFAULT_PORT, DEFAULT_SERVICE_NAME)?,
-            nats,
             redis: RedisSettings::from_env(env)?,
             channel: Channel::from_env(env)?,
         })

@@ -22,7 +22,7 @@ impl Distributed {
     /// its own process (the embedded mode). With it, never: a bad NATS or
     /// Redis setting is an error, not a fallback.
     pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
-        let Some(nats) = NatsSettings::from_env(env, false)? else {
+        let Some(nats) = NatsSettings::from_env_if_set(env)? else {
             return Ok(None);
         };
         Ok(Some(Self {

@@ -21,11 +21,9 @@ impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let catga = CatgaSettings::from_env(env)?;
         catga.require_idempotency()?;
-        let nats = NatsSettings::from_env(env, true)?
-            .ok_or_else(|| ConfigError::new(catga_core::config::keys::NATS_URL, "is required"))?;
         Ok(Self {
+            nats: NatsSettings::from_env(env)?,
             common: CommonSettings::from_env(env, DEFAULT_PORT, DEFAULT_SERVICE_NAME)?,
-            nats,
             redis: RedisSettings::from_env(env)?,
             catga,
         })

@@ -3,7 +3,7 @@
 //! once in effect.
 //!
 //! [`run`] is the whole service; [`consume`] is just the consumer loop, which
-//! the embedded mode of order-api runs in-process on the memory transport.
+//! the embedded mode runs in-process on the memory transport and store.
 
 pub mod config;
 pub mod handler;
@@ -15,7 +15,7 @@ use catga_core::{
     config::NatsSettings,
     contracts::{services, streams},
     messaging::{Broker, ConsumerOptions, ConsumerSpec, run_consumer},
-    service::{self, Connections, ServiceError},
+    service::{self, Connections, OpsServer, ServiceError},
     store::OrderStore,
 };
 use tokio::net::TcpListener;
@@ -23,44 +23,32 @@ use tokio::net::TcpListener;
 pub use config::Settings;
 pub use handler::CommandHandler;
 
-/// Commands one replica works on at once.
-pub const MAX_IN_FLIGHT: usize = 32;
-
-/// The durable consumer order-service binds.
+/// The durable consumer order-service binds: every replica binds the same
+/// one (`NATS__QueueGroup`), so JetStream spreads commands across them.
 pub fn consumer_spec(nats: &NatsSettings) -> ConsumerSpec {
-    ConsumerSpec {
-        stream: streams::ORDER_COMMANDS,
-        durable: nats.queue_group.clone(),
-        filter: streams::ORDER_COMMANDS_SUBJECTS,
-        max_deliver: nats.max_deliver,
-        ack_wait: nats.ack_wait,
-        max_in_flight: MAX_IN_FLIGHT,
+    service::consumer_spec(
+        streams::ORDER_COMMANDS,
+        streams::ORDER_COMMANDS_SUBJECTS,
+        nats.queue_group.clone(),
+        nats,
+    )
+}
+
+fn consumer_options(shutdown_grace: Duration) -> ConsumerOptions {
+    ConsumerOptions {
+        service: services::ORDER_SERVICE,
+        shutdown_grace,
     }
 }
 
-/// Runs the consumer loop until `shutdown`, then drains.
-pub async fn consume(
-    broker: Arc<dyn Broker>,
-    store: Arc<dyn OrderStore>,
-    spec: ConsumerSpec,
-    shutdown_grace: Duration,
-    shutdown: CancellationToken,
-) {
-    let handler = Arc::new(CommandHandler::new(store, broker.clone()));
-    let options = ConsumerOptions {
-        service: services::ORDER_SERVICE,
-        shutdown_grace,
-    };
-    run_consumer(broker, spec, handler, options, shutdown).await;
-}
-
-/// The whole service: health and metrics on `listener`, the consumer loop,
-/// until `shutdown`.
+/// The whole service until `shutdown`: health and metrics on `listener`,
+/// commands applied as they come, then a drain within the shutdown grace.
 pub async fn run(
     settings: Settings,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ServiceError> {
+    let grace = settings.common.shutdown_grace;
     let connections = Connections::open(
         services::ORDER_SERVICE,
         &settings.nats,
@@ -68,16 +56,34 @@ pub async fn run(
         &shutdown,
     )
     .await?;
-    tracing::info!(queue_group = %settings.nats.queue_group, "binding the shared durable consumer");
-    let (broker, store) = (connections.broker.clone(), connections.store.clone());
-    let grace = settings.common.shutdown_grace;
-    service::serve_while_consuming(
-        services::ORDER_SERVICE,
-        listener,
-        &connections,
-        consumer_spec(&settings.nats),
+    let handler = CommandHandler::new(connections.store.clone(), connections.broker.clone());
+    let spec = consumer_spec(&settings.nats);
+    let ops = OpsServer::start(listener, &connections, &spec, &shutdown);
+    tracing::info!(queue_group = %spec.durable, "binding the shared durable consumer");
+    let grace_ends = connections
+        .consume(spec, handler, consumer_options(grace), &shutdown)
+        .await;
+    connections.stop(ops, grace_ends).await?;
+    Ok(())
+}
+
+/// Just the consumer loop, on `broker` and `store`, until `shutdown`; then
+/// in-flight commands finish within `shutdown_grace`. The embedded mode runs
+/// this in-process, with no ops server of its own.
+pub async fn consume(
+    broker: Arc<dyn Broker>,
+    store: Arc<dyn OrderStore>,
+    spec: ConsumerSpec,
+    shutdown_grace: Duration,
+    shutdown: CancellationToken,
+) {
+    let handler = CommandHandler::new(store, broker.clone());
+    run_consumer(
+        broker,
+        spec,
+        Arc::new(handler),
+        consumer_options(shutdown_grace),
         shutdown,
-        |spec, drain| consume(broker, store, spec, grace, drain),
     )
-    .await
+    .await;
 }

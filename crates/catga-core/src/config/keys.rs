@@ -1,0 +1,41 @@
+//! Setting names, so every reader and every manifest test uses the same strings.
+
+// NATS and the JetStream topology.
+pub const NATS_URL: &str = "NATS__Url";
+pub const NATS_QUEUE_GROUP: &str = "NATS__QueueGroup";
+pub const NATS_STREAM_REPLICAS: &str = "NATS__StreamReplicas";
+pub const NATS_ACK_WAIT_SECONDS: &str = "NATS__AckWaitSeconds";
+
+// Redis.
+pub const REDIS_CONFIGURATION: &str = "Redis__Configuration";
+pub const REDIS_PASSWORD: &str = "REDIS_PASSWORD";
+
+// Idempotency, retries and shutdown.
+pub const ENABLE_IDEMPOTENCY: &str = "Catga__EnableIdempotency";
+pub const MAX_RETRY_ATTEMPTS: &str = "Catga__MaxRetryAttempts";
+pub const IDEMPOTENCY_TTL_SECONDS: &str = "Catga__IdempotencyTtlSeconds";
+pub const SHUTDOWN_GRACE_SECONDS: &str = "Catga__ShutdownGraceSeconds";
+
+// HTTP.
+pub const HTTP_PORT: &str = "Http__Port";
+pub const HTTP_MAX_BODY_BYTES: &str = "Http__MaxBodyBytes";
+pub const HTTP_MAX_CONCURRENT_REQUESTS: &str = "Http__MaxConcurrentRequests";
+
+// Traces and logs.
+pub const OTEL_SERVICE_NAME: &str = "OpenTelemetry__ServiceName";
+pub const OTEL_SERVICE_NAME_STD: &str = "OTEL_SERVICE_NAME";
+pub const OTEL_JAEGER_ENDPOINT: &str = "OpenTelemetry__JaegerEndpoint";
+pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+pub const OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
+pub const OTEL_EXPORTER_OTLP_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
+pub const OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
+pub const OTEL_SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
+pub const LOG_LEVEL: &str = "Logging__Level";
+pub const LOG_FORMAT: &str = "Logging__Format";
+
+// Notifications.
+pub const WEBHOOK_URL: &str = "Notification__WebhookUrl";
+pub const WEBHOOK_TIMEOUT_SECONDS: &str = "Notification__WebhookTimeoutSeconds";
+
+// Administration.
+pub const JWT_SECRET: &str = "Auth__JwtSecret";

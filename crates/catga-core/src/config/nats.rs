@@ -1,0 +1,191 @@
+//! How to reach NATS and how the JetStream topology is shaped.
+
+use std::{fmt, time::Duration};
+
+use super::{ConfigError, Env, keys};
+
+/// How to reach NATS and how the JetStream topology is shaped. Server URLs
+/// may carry credentials: `Debug` and [`NatsSettings::redacted_servers`] hide them.
+#[derive(Clone)]
+pub struct NatsSettings {
+    pub servers: Vec<String>,
+    pub queue_group: String,
+    pub stream_replicas: usize,
+    pub ack_wait: Duration,
+    /// Deliveries before a message is dead-lettered (`Catga__MaxRetryAttempts`).
+    pub max_deliver: i64,
+}
+
+impl fmt::Debug for NatsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsSettings")
+            .field("servers", &self.redacted_servers())
+            .field("queue_group", &self.queue_group)
+            .field("stream_replicas", &self.stream_replicas)
+            .field("ack_wait", &self.ack_wait)
+            .field("max_deliver", &self.max_deliver)
+            .finish()
+    }
+}
+
+impl Default for NatsSettings {
+    /// Local NATS and the default topology settings.
+    fn default() -> Self {
+        Self {
+            servers: vec![Self::DEFAULT_URL.to_owned()],
+            queue_group: crate::contracts::consumers::ORDER_PROCESSING.to_owned(),
+            stream_replicas: 1,
+            ack_wait: Duration::from_secs(30),
+            max_deliver: 5,
+        }
+    }
+}
+
+impl NatsSettings {
+    /// The server URLs with any password or token replaced by `***`, for logs.
+    pub fn redacted_servers(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .map(|server| match url::Url::parse(server) {
+                Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+                    let _ = url.set_username("***");
+                    let _ = url.set_password(None);
+                    url.to_string()
+                }
+                _ => server.clone(),
+            })
+            .collect()
+    }
+
+    pub const DEFAULT_URL: &'static str = "nats://127.0.0.1:4222";
+
+    /// Reads NATS settings, for a service that always uses NATS: the local
+    /// server ([`Self::DEFAULT_URL`]) when `NATS__Url` is unset.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let servers = parse_nats_servers(env.get(keys::NATS_URL).unwrap_or(Self::DEFAULT_URL))?;
+        let queue_group = env
+            .get(keys::NATS_QUEUE_GROUP)
+            .unwrap_or(crate::contracts::consumers::ORDER_PROCESSING)
+            .to_owned();
+        if !queue_group
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ConfigError::new(
+                keys::NATS_QUEUE_GROUP,
+                format!("{queue_group:?} may only contain letters, digits, '-' and '_'"),
+            ));
+        }
+        Ok(Self {
+            servers,
+            queue_group,
+            stream_replicas: env.number_in(keys::NATS_STREAM_REPLICAS, 1, 1..=5)?,
+            ack_wait: env.seconds_in(keys::NATS_ACK_WAIT_SECONDS, 30, 1..=3600)?,
+            max_deliver: env.number_in(keys::MAX_RETRY_ATTEMPTS, 5, 1..=100)?,
+        })
+    }
+
+    /// Reads NATS settings when `NATS__Url` is set; `None` otherwise (order-api
+    /// then runs embedded, without NATS).
+    pub fn from_env_if_set(env: &Env) -> Result<Option<Self>, ConfigError> {
+        env.get(keys::NATS_URL)
+            .map(|_| Self::from_env(env))
+            .transpose()
+    }
+}
+
+fn parse_nats_servers(raw: &str) -> Result<Vec<String>, ConfigError> {
+    let mut servers = Vec::new();
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let shown = without_credentials(part);
+        let with_scheme = if part.contains("://") {
+            part.to_owned()
+        } else {
+            format!("nats://{part}")
+        };
+        let url = url::Url::parse(&with_scheme).map_err(|err| {
+            ConfigError::new(keys::NATS_URL, format!("{shown:?} is not a URL")).caused_by(err)
+        })?;
+        if !matches!(url.scheme(), "nats" | "tls" | "ws" | "wss") {
+            return Err(ConfigError::new(
+                keys::NATS_URL,
+                format!("{shown:?} must use nats://, tls://, ws:// or wss://"),
+            ));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(ConfigError::new(
+                keys::NATS_URL,
+                format!("{shown:?} has no host"),
+            ));
+        }
+        servers.push(with_scheme);
+    }
+    if servers.is_empty() {
+        return Err(ConfigError::new(keys::NATS_URL, "no server given"));
+    }
+    Ok(servers)
+}
+
+/// A server URL as an error message may show it: whatever precedes an `@`
+/// (user, password or token) replaced by `***`.
+fn without_credentials(part: &str) -> String {
+    match part.rsplit_once('@') {
+        None => part.to_owned(),
+        Some((before, host)) => match before.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://***@{host}"),
+            None => format!("***@{host}"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nats_urls_are_a_comma_separated_list() {
+        let env = Env::from_pairs([(
+            "NATS__Url",
+            "nats://nats-0.nats:4222, nats-1.nats:4222,nats://nats-2.nats:4222",
+        )]);
+        let nats = NatsSettings::from_env(&env).expect("valid");
+        assert_eq!(nats.servers.len(), 3);
+        assert_eq!(nats.servers[1], "nats://nats-1.nats:4222");
+        assert_eq!(nats.queue_group, "order-processing");
+        assert_eq!(nats.max_deliver, 5);
+
+        let env = Env::from_pairs([(
+            "NATS__Url",
+            "nats://app:s3cret@nats:4222,nats://token@n2:4222",
+        )]);
+        let nats = NatsSettings::from_env(&env).expect("valid");
+        let shown = format!("{:?} {:?}", nats, nats.redacted_servers());
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("token"),
+            "{shown}"
+        );
+
+        assert!(
+            NatsSettings::from_env_if_set(&Env::default())
+                .expect("valid")
+                .is_none()
+        );
+        for bad in ["http://x:4222", ",", "nats://:4222"] {
+            let env = Env::from_pairs([("NATS__Url", bad)]);
+            let err = NatsSettings::from_env_if_set(&env).expect_err(bad);
+            assert_eq!(err.setting, "NATS__Url");
+        }
+    }
+
+    #[test]
+    fn a_refused_server_url_is_shown_without_its_credentials() {
+        for bad in ["http://app:s3cret@nats:4222", "nats://app:s3cret@:4222"] {
+            let env = Env::from_pairs([("NATS__Url", bad)]);
+            let err = NatsSettings::from_env(&env).expect_err(bad);
+            assert_eq!(err.setting, "NATS__Url");
+            let shown = crate::error::chain(&err).to_string();
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("***@"), "{shown}");
+        }
+    }
+}
