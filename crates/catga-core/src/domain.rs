@@ -79,11 +79,6 @@ impl OrderStatus {
             OrderStatus::Cancelled => "Cancelled",
         }
     }
-
-    /// Whether a cancel request can still take effect.
-    pub fn is_cancellable(self) -> bool {
-        matches!(self, OrderStatus::Pending | OrderStatus::Confirmed)
-    }
 }
 
 impl fmt::Display for OrderStatus {
@@ -169,6 +164,17 @@ impl Order {
             reason,
             created_at: draft.created_at,
             updated_at,
+        }
+    }
+
+    /// The part that never changes after acceptance.
+    pub fn draft(&self) -> OrderDraft {
+        OrderDraft {
+            order_id: self.order_id,
+            customer_id: self.customer_id.clone(),
+            items: self.items.clone(),
+            total_amount: self.total_amount,
+            created_at: self.created_at,
         }
     }
 }

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod contracts;
 pub mod domain;
+pub mod error;
 pub mod health;
 pub mod http;
 pub mod idempotency;

@@ -19,7 +19,7 @@ use catga_core::{
     idempotency::{IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore},
     messaging::{Broker, MemoryBroker},
     service::{self, Connections, ServiceError},
-    store::{MemoryStore, OrderStore},
+    store::{Catalog, MemoryStore, OrderStore},
 };
 use tokio::{net::TcpListener, task::JoinSet};
 

@@ -136,19 +136,16 @@ pub(crate) fn unavailable(detail: impl Into<String>) -> Problem {
 
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
-        ApiError(match err {
-            StoreError::Unavailable(_) => {
-                tracing::warn!(error = %err, "store unavailable");
-                unavailable("the order store is unavailable; retry shortly")
-            }
-            StoreError::Corrupt(_) => {
-                tracing::error!(error = %err, "corrupt data in the store");
-                Problem::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "Internal error",
-                )
-            }
+        ApiError(if err.is_transient() {
+            tracing::warn!(error = %catga_core::error::Chain(&err), "store unavailable");
+            unavailable("the order store is unavailable; retry shortly")
+        } else {
+            tracing::error!(error = %catga_core::error::Chain(&err), "the store failed");
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+            )
         })
     }
 }
@@ -169,7 +166,7 @@ impl From<catga_core::domain::ValidationError> for ApiError {
 
 impl From<MessagingError> for ApiError {
     fn from(err: MessagingError) -> Self {
-        tracing::warn!(error = %err, "cannot publish");
+        tracing::warn!(error = %catga_core::error::Chain(&err), "cannot publish");
         ApiError(unavailable(
             "the message broker is unavailable; retry shortly",
         ))

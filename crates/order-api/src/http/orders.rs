@@ -318,9 +318,10 @@ async fn publish_command(
     tokio::time::timeout(PUBLISH_TIMEOUT, state.publisher.publish(message))
         .await
         .unwrap_or_else(|_| {
-            Err(MessagingError::Publish(format!(
-                "no acknowledgement within {PUBLISH_TIMEOUT:?}"
-            )))
+            Err(MessagingError::TimedOut {
+                operation: format!("publish on {subject}"),
+                after: PUBLISH_TIMEOUT,
+            })
         })?;
     metrics::counter!(names::MESSAGES_PUBLISHED, "service" => services::ORDER_API, "subject" => subject)
         .increment(1);
@@ -433,7 +434,7 @@ pub async fn cancel(
         .order(&id)
         .await?
         .ok_or_else(|| not_found(&order_id))?;
-    if !order.status.is_cancellable() {
+    if !is_cancellable(order.status) {
         return Err(Problem::new(
             StatusCode::CONFLICT,
             "order-not-cancellable",
@@ -456,6 +457,13 @@ pub async fn cancel(
     let mut response = (StatusCode::ACCEPTED, Json(&order)).into_response();
     set_location(&mut response, &location(&id));
     Ok(response)
+}
+
+/// Whether a cancel request can still take effect: a fast 409 instead of a
+/// command that order-service would find unchanged (the write model's rule is
+/// `store/lua/apply_cancel.lua`).
+fn is_cancellable(status: OrderStatus) -> bool {
+    matches!(status, OrderStatus::Pending | OrderStatus::Confirmed)
 }
 
 #[cfg(test)]
