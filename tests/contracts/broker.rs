@@ -63,6 +63,21 @@ fn spec(name: &str, filter: &'static str, max_deliver: i64) -> ConsumerSpec {
     }
 }
 
+async fn bind(broker: &dyn Broker, spec: &ConsumerSpec) -> Deliveries {
+    broker.subscribe(spec).await.expect("bind")
+}
+
+/// Acknowledges `delivery` and checks it does not come back.
+async fn ack_for_good(delivery: Delivery, deliveries: &mut Deliveries) {
+    delivery.acker.ack().await.expect("ack");
+    nothing_for(
+        deliveries,
+        ACK_WAIT * 3,
+        "an acknowledged message came back",
+    )
+    .await;
+}
+
 async fn publish(broker: &dyn Broker, subject: &str, msg_id: &str, body: &'static str) {
     broker
         .publish(OutgoingMessage::new(subject, msg_id, Bytes::from(body)))
@@ -90,30 +105,21 @@ async fn a_message_id_is_stored_once(broker: &dyn Broker) {
     publish(broker, SUBJECT, "dedup-1", "first").await;
     publish(broker, SUBJECT, "dedup-1", "first, sent again").await;
     publish(broker, SUBJECT, "dedup-2", "second").await;
-    let mut deliveries = broker
-        .subscribe(&spec("dedup", SUBJECT, 5))
-        .await
-        .expect("bind");
+    let mut deliveries = bind(broker, &spec("dedup", SUBJECT, 5)).await;
     for body in ["first", "second"] {
         let delivery = next(&mut deliveries).await;
-        assert_eq!(delivery.payload, body);
-        assert_eq!(delivery.delivered, 1);
+        assert_eq!(
+            (delivery.payload.as_ref(), delivery.delivered),
+            (body.as_bytes(), 1)
+        );
         delivery.acker.ack().await.expect("ack");
     }
-    nothing_for(
-        &mut deliveries,
-        ACK_WAIT * 3,
-        "an acknowledged message came back",
-    )
-    .await;
+    nothing_for(&mut deliveries, ACK_WAIT * 3, "stored twice or came back").await;
 }
 
 async fn a_nak_redelivers(broker: &dyn Broker) {
     const SUBJECT: &str = "catga.orders.commands.contract.nak";
-    let mut deliveries = broker
-        .subscribe(&spec("nak", SUBJECT, 5))
-        .await
-        .expect("bind");
+    let mut deliveries = bind(broker, &spec("nak", SUBJECT, 5)).await;
     publish(broker, SUBJECT, "nak-1", "again").await;
     let first = next(&mut deliveries).await;
     assert_eq!(first.delivered, 1);
@@ -128,21 +134,12 @@ async fn a_nak_redelivers(broker: &dyn Broker) {
         (first.id.as_str(), 2, &first.payload),
         "the same stored message, delivered a second time"
     );
-    second.acker.ack().await.expect("ack");
-    nothing_for(
-        &mut deliveries,
-        ACK_WAIT * 3,
-        "an acknowledged message came back",
-    )
-    .await;
+    ack_for_good(second, &mut deliveries).await;
 }
 
 async fn an_unsettled_delivery_comes_back_after_the_ack_deadline(broker: &dyn Broker) {
     const SUBJECT: &str = "catga.orders.commands.contract.deadline";
-    let mut deliveries = broker
-        .subscribe(&spec("deadline", SUBJECT, 5))
-        .await
-        .expect("bind");
+    let mut deliveries = bind(broker, &spec("deadline", SUBJECT, 5)).await;
     publish(broker, SUBJECT, "deadline-1", "slow").await;
     let first = next(&mut deliveries).await;
     let started = tokio::time::Instant::now();
@@ -163,10 +160,7 @@ async fn an_unsettled_delivery_comes_back_after_the_ack_deadline(broker: &dyn Br
 
 async fn in_progress_extends_the_ack_deadline(broker: &dyn Broker) {
     const SUBJECT: &str = "catga.orders.commands.contract.progress";
-    let mut deliveries = broker
-        .subscribe(&spec("progress", SUBJECT, 5))
-        .await
-        .expect("bind");
+    let mut deliveries = bind(broker, &spec("progress", SUBJECT, 5)).await;
     publish(broker, SUBJECT, "progress-1", "slow but alive").await;
     let delivery = next(&mut deliveries).await;
     let keep_alive = async {
@@ -181,21 +175,12 @@ async fn in_progress_extends_the_ack_deadline(broker: &dyn Broker) {
             panic!("redelivered while in progress: {redelivered:?}");
         }
     }
-    delivery.acker.ack().await.expect("ack");
-    nothing_for(
-        &mut deliveries,
-        ACK_WAIT * 3,
-        "an acknowledged message came back",
-    )
-    .await;
+    ack_for_good(delivery, &mut deliveries).await;
 }
 
 async fn term_stops_redelivery(broker: &dyn Broker) {
     const SUBJECT: &str = "catga.orders.commands.contract.term";
-    let mut deliveries = broker
-        .subscribe(&spec("term", SUBJECT, 5))
-        .await
-        .expect("bind");
+    let mut deliveries = bind(broker, &spec("term", SUBJECT, 5)).await;
     publish(broker, SUBJECT, "term-1", "poison").await;
     next(&mut deliveries)
         .await
@@ -219,7 +204,7 @@ async fn max_deliver_bounds_deliveries_and_exhausted_messages_are_dead_lettered(
     let stop_forwarding = CancellationToken::new();
     let forwarder = broker.dead_letter_exhausted(&spec, SERVICE, stop_forwarding.clone());
     let body = async {
-        let mut deliveries = broker.subscribe(&spec).await.expect("bind");
+        let mut deliveries = bind(broker, &spec).await;
         broker
             .publish(
                 OutgoingMessage::new(SUBJECT, "exhausted-1", Bytes::from("crashes the handler"))
@@ -237,8 +222,20 @@ async fn max_deliver_bounds_deliveries_and_exhausted_messages_are_dead_lettered(
             "delivered more than max_deliver times",
         )
         .await;
+        // Handed back every time: naks count towards max_deliver too.
+        publish(broker, SUBJECT, "exhausted-2", "handed back each time").await;
+        for delivered in 1..=2 {
+            let delivery = next(&mut deliveries).await;
+            assert_eq!(delivery.delivered, delivered);
+            delivery.acker.nak(Duration::ZERO).await.expect("nak");
+        }
+        nothing_for(
+            &mut deliveries,
+            ACK_WAIT * 4,
+            "delivered more than max_deliver times",
+        )
+        .await;
 
-        let dead_letter_subject = subjects::dead_letter_for(SUBJECT);
         let dead_spec = ConsumerSpec {
             stream: streams::DEAD_LETTERS,
             durable: "contract-dead-letters".to_owned(),
@@ -247,17 +244,25 @@ async fn max_deliver_bounds_deliveries_and_exhausted_messages_are_dead_lettered(
             ack_wait: ACK_WAIT,
             max_in_flight: 1,
         };
-        let mut dead = broker.subscribe(&dead_spec).await.expect("bind");
-        let letter = next(&mut dead).await;
-        assert_eq!(letter.subject, dead_letter_subject);
-        assert_eq!(letter.payload, "crashes the handler");
-        assert_eq!(letter.header("Contract-Trace"), Some("kept"));
-        assert_eq!(letter.header(headers::DEAD_LETTER_SUBJECT), Some(SUBJECT));
-        assert_eq!(letter.header(headers::DEAD_LETTER_DELIVERIES), Some("2"));
-        assert_eq!(letter.header(headers::DEAD_LETTER_SERVICE), Some(SERVICE));
-        let reason = letter.header(headers::DEAD_LETTER_REASON).unwrap_or("");
-        assert!(reason.contains("after 2 deliveries"), "{reason}");
-        letter.acker.ack().await.expect("ack");
+        let mut dead = bind(broker, &dead_spec).await;
+        for payload in ["crashes the handler", "handed back each time"] {
+            let letter = next(&mut dead).await;
+            assert_eq!(letter.subject, subjects::dead_letter_for(SUBJECT));
+            assert_eq!(letter.payload, payload);
+            assert_eq!(letter.header(headers::DEAD_LETTER_SUBJECT), Some(SUBJECT));
+            assert_eq!(letter.header(headers::DEAD_LETTER_DELIVERIES), Some("2"));
+            assert_eq!(letter.header(headers::DEAD_LETTER_SERVICE), Some(SERVICE));
+            let reason = letter.header(headers::DEAD_LETTER_REASON).unwrap_or("");
+            assert!(reason.contains("after 2 deliveries"), "{reason}");
+            if payload == "crashes the handler" {
+                assert_eq!(
+                    letter.header("Contract-Trace"),
+                    Some("kept"),
+                    "original headers kept"
+                );
+            }
+            letter.acker.ack().await.expect("ack");
+        }
         nothing_for(&mut dead, ACK_WAIT * 2, "dead-lettered twice").await;
         drop((first, second));
         stop_forwarding.cancel();
@@ -272,7 +277,7 @@ async fn a_consumer_gets_only_what_its_filter_matches(broker: &dyn Broker) {
         filter: "catga.orders.events.contract.>",
         ..spec("filter", "", 5)
     };
-    let mut deliveries = broker.subscribe(&spec).await.expect("bind");
+    let mut deliveries = bind(broker, &spec).await;
     for (subject, id) in [
         ("catga.orders.events.contract.a", "filter-1"),
         ("catga.orders.events.elsewhere.b", "filter-2"),
@@ -295,7 +300,7 @@ async fn a_consumer_gets_only_what_its_filter_matches(broker: &dyn Broker) {
 async fn lag_counts_what_is_not_yet_acknowledged(broker: &dyn Broker) {
     const SUBJECT: &str = "catga.orders.commands.contract.lag";
     let spec = spec("lag", SUBJECT, 5);
-    let mut deliveries = broker.subscribe(&spec).await.expect("bind");
+    let mut deliveries = bind(broker, &spec).await;
     for id in ["lag-1", "lag-2", "lag-3"] {
         publish(broker, SUBJECT, id, "work").await;
     }

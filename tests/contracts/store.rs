@@ -6,7 +6,7 @@ use catga_core::{
     config::{Env, RedisSettings, keys},
     contracts::{CancelOrder, PlaceOrder},
     domain::{OrderDraft, OrderId, OrderStatus, PricedItem, Product},
-    store::{Applied, Effect, MemoryStore, OrderStore, RedisStore, connect_redis},
+    store::{Applied, CancelApplied, Effect, MemoryStore, OrderStore, RedisStore, connect_redis},
 };
 use catga_tests::Redis;
 use rust_decimal::Decimal;
@@ -101,6 +101,15 @@ fn transitioned(status: OrderStatus, reason: Option<&str>) -> Effect {
         status,
         reason: reason.map(str::to_owned),
     }
+}
+
+/// Applies the cancel command of an order that exists.
+async fn cancelled(store: &dyn OrderStore, order_id: OrderId) -> CancelApplied {
+    store
+        .apply_cancel(&cancel(order_id))
+        .await
+        .expect("cancel")
+        .expect("the order exists")
 }
 
 async fn status(store: &dyn OrderStore, order_id: &OrderId) -> Option<OrderStatus> {
@@ -207,13 +216,9 @@ async fn pending_orders_are_created_if_absent_and_discarded_only_while_pending(
         Some(OrderStatus::Confirmed),
         "an order past pending is never discarded"
     );
-    let cancelled = store
-        .apply_cancel(&cancel(confirmed))
-        .await
-        .expect("cancel")
-        .expect("exists");
+    let cancel_applied = cancelled(store, confirmed).await;
     assert_eq!(
-        cancelled.applied.effect,
+        cancel_applied.applied.effect,
         transitioned(OrderStatus::Cancelled, None)
     );
 }
@@ -279,11 +284,7 @@ async fn stock_is_reserved_for_all_lines_or_none(store: &dyn OrderStore) {
         (keyboards - 3, 0),
         "every line is reserved; stock may reach zero, never below"
     );
-    store
-        .apply_cancel(&cancel(exact))
-        .await
-        .expect("cancel")
-        .expect("exists");
+    cancelled(store, exact).await;
 }
 
 async fn a_command_id_takes_effect_at_most_once_and_replays_its_outcome(store: &dyn OrderStore) {
@@ -325,11 +326,7 @@ async fn a_command_id_takes_effect_at_most_once_and_replays_its_outcome(store: &
     assert_eq!(stock(store, KEYBOARD).await, keyboards - 2);
 
     // The recorded outcome is replayed even after the order moved on.
-    store
-        .apply_cancel(&cancel(order_id))
-        .await
-        .expect("cancel")
-        .expect("exists");
+    cancelled(store, order_id).await;
     assert_eq!(
         store.apply_place(&command).await.expect("replay"),
         Applied {
@@ -349,11 +346,7 @@ async fn cancelling_releases_the_stock_of_a_confirmed_order_only(store: &dyn Ord
         .await
         .expect("place");
     assert_eq!(stock(store, KEYBOARD).await, keyboards - 4);
-    let first = store
-        .apply_cancel(&cancel(confirmed))
-        .await
-        .expect("cancel")
-        .expect("exists");
+    let first = cancelled(store, confirmed).await;
     assert_eq!(
         first.applied,
         Applied {
@@ -361,17 +354,24 @@ async fn cancelling_releases_the_stock_of_a_confirmed_order_only(store: &dyn Ord
             effect: transitioned(OrderStatus::Cancelled, None),
         }
     );
+    let placed = place(confirmed, vec![line(KEYBOARD, 4)]);
     assert_eq!(
-        first.order,
-        place(confirmed, vec![line(KEYBOARD, 4)]).draft(),
-        "the cancelled order comes back as accepted"
+        (
+            first.order.order_id,
+            first.order.customer_id.as_str(),
+            &first.order.items,
+            first.order.total_amount
+        ),
+        (
+            confirmed,
+            placed.customer_id.as_str(),
+            &placed.items,
+            placed.total_amount
+        ),
+        "the cancelled order comes back"
     );
     assert_eq!(stock(store, KEYBOARD).await, keyboards, "released");
-    let again = store
-        .apply_cancel(&cancel(confirmed))
-        .await
-        .expect("cancel again")
-        .expect("exists");
+    let again = cancelled(store, confirmed).await;
     assert!(again.applied.duplicate);
     assert_eq!(again.applied.effect, first.applied.effect);
     assert_eq!(stock(store, KEYBOARD).await, keyboards, "released once");
@@ -383,13 +383,9 @@ async fn cancelling_releases_the_stock_of_a_confirmed_order_only(store: &dyn Ord
         .create_pending(&place(pending, vec![line(KEYBOARD, 1)]).draft())
         .await
         .expect("create");
-    let cancelled = store
-        .apply_cancel(&cancel(pending))
-        .await
-        .expect("cancel")
-        .expect("exists");
+    let cancel_applied = cancelled(store, pending).await;
     assert_eq!(
-        cancelled.applied.effect,
+        cancel_applied.applied.effect,
         transitioned(OrderStatus::Cancelled, None)
     );
     assert_eq!(stock(store, KEYBOARD).await, keyboards);
@@ -412,13 +408,7 @@ async fn cancelling_releases_the_stock_of_a_confirmed_order_only(store: &dyn Ord
         .await
         .expect("place");
     assert_eq!(
-        store
-            .apply_cancel(&cancel(rejected))
-            .await
-            .expect("cancel")
-            .expect("exists")
-            .applied
-            .effect,
+        cancelled(store, rejected).await.applied.effect,
         Effect::Unchanged {
             status: OrderStatus::Rejected
         }

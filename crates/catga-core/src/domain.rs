@@ -166,17 +166,6 @@ impl Order {
             updated_at,
         }
     }
-
-    /// The part that never changes after acceptance.
-    pub fn draft(&self) -> OrderDraft {
-        OrderDraft {
-            order_id: self.order_id,
-            customer_id: self.customer_id.clone(),
-            items: self.items.clone(),
-            total_amount: self.total_amount,
-            created_at: self.created_at,
-        }
-    }
 }
 
 /// A catalog entry.

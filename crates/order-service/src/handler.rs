@@ -12,10 +12,11 @@ use catga_core::{
     contracts::{
         CancelOrder, EventKind, OrderEvent, PlaceOrder, metrics as names, services, subjects,
     },
-    domain::OrderDraft,
+    domain::OrderId,
     messaging::{Delivery, HandleError, Handler, OutgoingMessage, Publisher},
     store::{Applied, CommandApplier, Effect},
 };
+use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 
 /// Handles the commands of the `order-processing` consumer. It needs only the
@@ -35,7 +36,13 @@ impl CommandHandler {
         // A crash after the effect is stored and before its event is published.
         fail::fail_point!("catga::after-apply");
         self.record(&applied);
-        self.publish_effect(&applied, &command.draft()).await
+        self.publish_effect(
+            &applied,
+            command.order_id,
+            &command.customer_id,
+            command.total_amount,
+        )
+        .await
     }
 
     async fn cancel(&self, command: CancelOrder) -> Result<(), HandleError> {
@@ -47,8 +54,14 @@ impl CommandHandler {
         };
         fail::fail_point!("catga::after-apply");
         self.record(&cancelled.applied);
-        self.publish_effect(&cancelled.applied, &cancelled.order)
-            .await
+        let order = &cancelled.order;
+        self.publish_effect(
+            &cancelled.applied,
+            order.order_id,
+            &order.customer_id,
+            order.total_amount,
+        )
+        .await
     }
 
     fn record(&self, applied: &Applied) {
@@ -66,10 +79,12 @@ impl CommandHandler {
     async fn publish_effect(
         &self,
         applied: &Applied,
-        order: &OrderDraft,
+        order_id: OrderId,
+        customer_id: &str,
+        total_amount: Decimal,
     ) -> Result<(), HandleError> {
         let Effect::Transitioned { status, reason } = &applied.effect else {
-            tracing::info!(order_id = %order.order_id, effect = ?applied.effect, "command had no effect");
+            tracing::info!(%order_id, effect = ?applied.effect, "command had no effect");
             return Ok(());
         };
         // The store never moves an order to Pending; if it said so, no event
@@ -77,12 +92,12 @@ impl CommandHandler {
         let kind = EventKind::try_from(*status)
             .map_err(|err| HandleError::Permanent(format!("the store reported {err}")))?;
         let event = OrderEvent {
-            event_id: OrderEvent::id_for(&order.order_id, kind),
-            order_id: order.order_id,
-            customer_id: order.customer_id.clone(),
+            event_id: OrderEvent::id_for(&order_id, kind),
+            order_id,
+            customer_id: customer_id.to_owned(),
             status: kind,
             reason: reason.clone(),
-            total_amount: order.total_amount,
+            total_amount,
             occurred_at: time::OffsetDateTime::now_utc(),
         };
         let payload = serde_json::to_vec(&event)
@@ -96,7 +111,7 @@ impl CommandHandler {
             .await?;
         metrics::counter!(names::MESSAGES_PUBLISHED, "service" => services::ORDER_SERVICE, "subject" => event.subject())
             .increment(1);
-        tracing::info!(order_id = %order.order_id, status = %status, duplicate = applied.duplicate, "order event published");
+        tracing::info!(%order_id, status = %status, duplicate = applied.duplicate, "order event published");
         Ok(())
     }
 }

@@ -249,8 +249,13 @@ pub trait Broker: Publisher {
     -> Result<Option<(u64, u64)>, MessagingError>;
 
     /// Until `shutdown`, copies messages the broker gave up redelivering
-    /// (`max_deliver` reached: the handler crashed or timed out every time) to
-    /// the dead-letter stream, so nothing is silently stranded.
+    /// (`max_deliver` reached: the handler crashed, timed out or handed the
+    /// message back every time) to the dead-letter stream, with the reason
+    /// headers, so nothing is silently stranded.
+    ///
+    /// Shutdown is heard only between messages: a message being forwarded is
+    /// copied and removed from its stream before this returns. Await it within
+    /// the shutdown grace rather than dropping it.
     async fn dead_letter_exhausted(
         &self,
         spec: &ConsumerSpec,

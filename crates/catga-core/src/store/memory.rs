@@ -213,13 +213,13 @@ impl CommandApplier for MemoryStore {
         command: &CancelOrder,
     ) -> Result<Option<CancelApplied>, StoreError> {
         let mut state = self.lock();
-        let Some(order) = state.orders.get(&command.order_id) else {
+        let Some(order) = state.orders.get(&command.order_id).cloned() else {
             return Ok(None);
         };
-        let (status, draft) = (order.status, order.draft());
+        let status = order.status;
         if let Some(effect) = state.processed.get(&command.command_id) {
             return Ok(Some(CancelApplied {
-                order: draft,
+                order,
                 applied: Applied {
                     duplicate: true,
                     effect: effect.clone(),
@@ -230,7 +230,7 @@ impl CommandApplier for MemoryStore {
         // and only a confirmed one holds stock.
         let effect = if matches!(status, OrderStatus::Pending | OrderStatus::Confirmed) {
             if status == OrderStatus::Confirmed {
-                state.adjust_stock(&draft.items, 1);
+                state.adjust_stock(&order.items, 1);
             }
             state.transition(&command.order_id, OrderStatus::Cancelled, None);
             Effect::Transitioned {
@@ -244,7 +244,7 @@ impl CommandApplier for MemoryStore {
             .processed
             .insert(command.command_id.clone(), effect.clone());
         Ok(Some(CancelApplied {
-            order: draft,
+            order,
             applied: Applied {
                 duplicate: false,
                 effect,

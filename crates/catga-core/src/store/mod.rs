@@ -135,8 +135,9 @@ impl Effect {
 /// A cancel command applied to an existing order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CancelApplied {
-    /// The order as accepted (its lines, customer and total never change).
-    pub order: OrderDraft,
+    /// The order as read just before the cancel took effect (its lines,
+    /// customer and total never change; its status may have).
+    pub order: Order,
     pub applied: Applied,
 }
 

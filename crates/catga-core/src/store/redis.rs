@@ -143,19 +143,6 @@ fn applied_from_reply(reply: (String, String)) -> Result<Applied, StoreError> {
 type ProductRow = (String, Option<String>, Option<String>, Option<i64>);
 
 impl RedisStore {
-    /// The accepted part of an order: its `doc` field.
-    async fn draft(&self, order_id: &OrderId) -> Result<Option<OrderDraft>, StoreError> {
-        let doc: Option<String> = redis::cmd("HGET")
-            .arg(order_key(order_id))
-            .arg("doc")
-            .query_async(&mut self.conn.clone())
-            .await?;
-        doc.map(|doc| {
-            serde_json::from_str(&doc).map_err(|err| StoreError::decode("an order document", err))
-        })
-        .transpose()
-    }
-
     async fn run_products(&self, ids: Option<&[&str]>) -> Result<Vec<Option<Product>>, StoreError> {
         let mut invocation = PRODUCTS.prepare_invoke();
         match ids {
@@ -346,7 +333,7 @@ impl CommandApplier for RedisStore {
     ) -> Result<Option<CancelApplied>, StoreError> {
         // The lines never change after acceptance, so reading them before the
         // atomic step is safe; the script decides on the status.
-        let Some(order) = self.draft(&command.order_id).await? else {
+        let Some(order) = self.order(&command.order_id).await? else {
             return Ok(None);
         };
         let mut invocation = APPLY_CANCEL.prepare_invoke();
