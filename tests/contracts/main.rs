@@ -5,6 +5,10 @@
 //! The suites live here rather than in catga-core because the real runs need
 //! the servers of `catga-tests`, and the memory runs then cost nothing extra:
 //! one file per trait shows the whole contract, with no feature flag.
+//!
+//! `errors` checks `is_transient()` of both production twins against the
+//! same real servers.
 
 mod broker;
+mod errors;
 mod store;

@@ -77,6 +77,11 @@ fn redis_error_is_transient(err: &::redis::RedisError) -> bool {
     if err.is_timeout() || err.is_connection_dropped() || err.is_connection_refusal() {
         return true;
     }
+    // Replies redis-rs has no kind for: out of memory until keys expire, a
+    // script still running, too few replicas for a write.
+    if matches!(err.code(), Some("OOM" | "BUSY" | "NOREPLICAS")) {
+        return true;
+    }
     matches!(
         err.kind(),
         ErrorKind::Io
