@@ -6,9 +6,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use catga_core::{
     CancellationToken,
-    config::NatsSettings,
     contracts::{headers, streams, subjects},
-    messaging::{Broker, ConsumerSpec, Delivery, JetStreamBroker, MemoryBroker, OutgoingMessage},
+    messaging::{Broker, ConsumerSpec, Delivery, MemoryBroker, OutgoingMessage},
 };
 use catga_tests::Nats;
 use futures::{StreamExt, stream::BoxStream};
@@ -21,13 +20,7 @@ async fn memory_broker_keeps_the_contract() {
 #[tokio::test]
 async fn jetstream_broker_keeps_the_contract() {
     let nats = Nats::start().await;
-    let settings = NatsSettings {
-        servers: vec![nats.url()],
-        ..NatsSettings::default()
-    };
-    let broker = JetStreamBroker::connect(&settings, "contract")
-        .await
-        .expect("connect");
+    let broker = crate::jetstream_broker(&nats).await;
     broker_contract(&broker).await;
 }
 

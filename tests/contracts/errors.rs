@@ -5,11 +5,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use catga_core::{
-    config::{Env, NatsSettings, RedisSettings, keys},
     contracts::redis_keys,
     domain::OrderId,
-    messaging::{Broker, JetStreamBroker, OutgoingMessage, Publisher},
-    store::{Catalog, OrderQueries, Ping, RedisStore, StoreError, connect_redis},
+    messaging::{Broker, OutgoingMessage, Publisher},
+    store::{Catalog, OrderQueries, Ping, StoreError},
 };
 use catga_tests::{Nats, Redis};
 
@@ -19,12 +18,7 @@ const NOTICE: Duration = Duration::from_secs(30);
 #[tokio::test]
 async fn redis_refusals_and_unreadable_data_are_permanent_an_absent_server_is_not() {
     let redis = Redis::start().await;
-    let settings = RedisSettings::from_env(&Env::from_pairs([(
-        keys::REDIS_CONFIGURATION,
-        redis.configuration(),
-    )]))
-    .expect("Redis settings");
-    let store = RedisStore::new(connect_redis(&settings).expect("connect"));
+    let store = crate::redis_store(&redis);
     let mut raw = redis::Client::open(format!("redis://{}", redis.configuration()))
         .expect("client")
         .get_multiplexed_async_connection()
@@ -78,13 +72,7 @@ async fn redis_refusals_and_unreadable_data_are_permanent_an_absent_server_is_no
 #[tokio::test]
 async fn a_publish_nats_refuses_is_permanent_one_without_an_answer_is_not() {
     let nats = Nats::start().await;
-    let settings = NatsSettings {
-        servers: vec![nats.url()],
-        ..NatsSettings::default()
-    };
-    let broker = JetStreamBroker::connect(&settings, "errors")
-        .await
-        .expect("connect");
+    let broker = crate::jetstream_broker(&nats).await;
     broker.ensure_topology().await.expect("streams");
     let subject = catga_core::contracts::subjects::PLACE_ORDER;
 

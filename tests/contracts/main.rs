@@ -12,3 +12,31 @@
 mod broker;
 mod errors;
 mod store;
+
+use catga_core::{
+    config::{Env, NatsSettings, RedisSettings, keys},
+    messaging::JetStreamBroker,
+    store::{RedisStore, connect_redis},
+};
+use catga_tests::{Nats, Redis};
+
+/// The production store on `redis`.
+fn redis_store(redis: &Redis) -> RedisStore {
+    let settings = RedisSettings::from_env(&Env::from_pairs([(
+        keys::REDIS_CONFIGURATION,
+        redis.configuration(),
+    )]))
+    .expect("Redis settings");
+    RedisStore::new(connect_redis(&settings).expect("connect"))
+}
+
+/// The production broker on `nats`.
+async fn jetstream_broker(nats: &Nats) -> JetStreamBroker {
+    let settings = NatsSettings {
+        servers: vec![nats.url()],
+        ..NatsSettings::default()
+    };
+    JetStreamBroker::connect(&settings, "contracts")
+        .await
+        .expect("connect")
+}

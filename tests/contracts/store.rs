@@ -3,10 +3,9 @@
 //! `crates/catga-core/src/store/README.md`.
 
 use catga_core::{
-    config::{Env, RedisSettings, keys},
     contracts::{CancelOrder, PlaceOrder},
     domain::{OrderDraft, OrderId, OrderStatus, PricedItem, Product},
-    store::{Applied, CancelApplied, Effect, MemoryStore, OrderStore, RedisStore, connect_redis},
+    store::{Applied, CancelApplied, Effect, MemoryStore, OrderStore},
 };
 use catga_tests::Redis;
 use rust_decimal::Decimal;
@@ -19,12 +18,7 @@ async fn memory_store_keeps_the_contract() {
 #[tokio::test]
 async fn redis_store_keeps_the_contract() {
     let redis = Redis::start().await;
-    let settings = RedisSettings::from_env(&Env::from_pairs([(
-        keys::REDIS_CONFIGURATION,
-        redis.configuration(),
-    )]))
-    .expect("Redis settings");
-    let store = RedisStore::new(connect_redis(&settings).expect("connect"));
+    let store = crate::redis_store(&redis);
     order_store_contract(&store).await;
 }
 
