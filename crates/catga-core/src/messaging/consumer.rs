@@ -362,3 +362,147 @@ fn subject_operation(subject: &str) -> &'static str {
         .and_then(|known| known.rsplit('.').next())
         .unwrap_or("other")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::VecDeque,
+        sync::{
+            Mutex,
+            atomic::{AtomicUsize, Ordering},
+        },
+    };
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::{
+        contracts::{headers, streams},
+        messaging::{MemoryBroker, OutgoingMessage, Publisher},
+    };
+
+    /// Fails with each of `failures` in turn, then succeeds.
+    struct Scripted {
+        failures: Mutex<VecDeque<HandleError>>,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Handler for Scripted {
+        async fn handle(&self, _: &Delivery) -> Result<(), HandleError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            match self.failures.lock().expect("lock").pop_front() {
+                Some(err) => Err(err),
+                None => Ok(()),
+            }
+        }
+    }
+
+    fn spec(durable: &str, filter: &'static str) -> ConsumerSpec {
+        ConsumerSpec {
+            stream: streams::ORDER_COMMANDS,
+            durable: durable.to_owned(),
+            filter,
+            max_deliver: 3,
+            ack_wait: Duration::from_secs(30),
+            max_in_flight: 4,
+        }
+    }
+
+    /// Runs the loop over one message with a handler failing with
+    /// `failures`; returns how often it was called and the dead letter, if any.
+    async fn consume_one(failures: Vec<HandleError>) -> (usize, Option<Delivery>) {
+        let broker = MemoryBroker::new();
+        let handler = Arc::new(Scripted {
+            failures: Mutex::new(failures.into()),
+            calls: AtomicUsize::new(0),
+        });
+        let commands = spec("order-processing", subjects::PLACE_ORDER);
+        let mut dead = broker
+            .subscribe(&spec("dead", streams::DEAD_LETTERS_SUBJECTS))
+            .await
+            .expect("bind");
+        let shutdown = CancellationToken::new();
+        let consumer = tokio::spawn(run_consumer(
+            Arc::new(broker.clone()),
+            commands.clone(),
+            handler.clone(),
+            ConsumerOptions {
+                service: "test",
+                shutdown_grace: Duration::from_secs(1),
+            },
+            shutdown.clone(),
+        ));
+        broker
+            .publish(OutgoingMessage::new(
+                subjects::PLACE_ORDER,
+                "one",
+                Bytes::from("{}"),
+            ))
+            .await
+            .expect("stored");
+        let letter = tokio::time::timeout(Duration::from_secs(60), dead.next())
+            .await
+            .ok()
+            .flatten()
+            .map(|letter| letter.expect("a dead letter"));
+        assert_eq!(
+            broker.consumer_lag(&commands).await.expect("lag"),
+            Some((0, 0)),
+            "the message is settled either way"
+        );
+        shutdown.cancel();
+        consumer.await.expect("the loop stops");
+        (handler.calls.load(Ordering::SeqCst), letter)
+    }
+
+    fn redis_down() -> StoreError {
+        StoreError::Redis(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused",
+        )))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_in_place_and_never_dead_lettered() {
+        let (calls, letter) = consume_one(vec![
+            HandleError::Store(redis_down()),
+            HandleError::Messaging(MessagingError::TimedOut {
+                operation: "publish".into(),
+                after: Duration::from_secs(5),
+            }),
+            HandleError::Transient("webhook unreachable".into()),
+        ])
+        .await;
+        assert_eq!(calls, 4, "three failures, then success");
+        assert!(letter.is_none(), "{letter:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_failures_are_dead_lettered_at_once_with_their_causes() {
+        let (calls, letter) = consume_one(vec![HandleError::Store(StoreError::Corrupt(
+            "marker".into(),
+        ))])
+        .await;
+        assert_eq!(calls, 1, "not retried");
+        let letter = letter.expect("dead-lettered");
+        assert_eq!(
+            letter.subject,
+            subjects::dead_letter_for(subjects::PLACE_ORDER)
+        );
+        assert_eq!(
+            letter.header(headers::DEAD_LETTER_REASON),
+            Some("order store: the store holds data that cannot be read: marker")
+        );
+
+        let (calls, letter) = consume_one(vec![HandleError::Permanent("undecodable".into())]).await;
+        assert_eq!(calls, 1);
+        assert_eq!(
+            letter
+                .expect("dead-lettered")
+                .header(headers::DEAD_LETTER_REASON),
+            Some("undecodable"),
+            "the handler's own words, as before"
+        );
+    }
+}
