@@ -221,9 +221,9 @@ mod tests {
 
     #[test]
     fn effect_decodes_the_markers_the_scripts_write() {
-        // The shapes APPLY_PLACE and APPLY_CANCEL build in store/redis.rs
+        // The shapes lua/apply_place.lua and lua/apply_cancel.lua build
         // (`'applied|Rejected|' .. reason` and so on), copied here; that the
-        // scripts write them is exercised against a real Redis by tests/e2e.
+        // scripts write them is exercised against a real Redis by tests/contracts.
         for (marker, effect) in [
             (
                 "applied|Rejected|insufficient stock for A|B",
