@@ -1,9 +1,43 @@
 //! The twins held to one contract: each suite runs against the production
-//! implementation on a real server (redis-server) and against the in-memory
-//! twin of the embedded mode, in tokio's paused time.
+//! implementation on a real server (redis-server, nats-server -js) and against
+//! the in-memory twin of the embedded mode, in tokio's paused time.
 //!
 //! The suites live here rather than in catga-core because the real runs need
 //! the servers of `catga-tests`, and the memory runs then cost nothing extra:
 //! one file per trait shows the whole contract, with no feature flag.
+//!
+//! `errors` checks `is_transient()` of both production twins against the
+//! same real servers.
 
+mod broker;
+mod errors;
 mod idempotency;
+mod store;
+
+use catga_core::{
+    config::{Env, NatsSettings, RedisSettings, keys},
+    messaging::JetStreamBroker,
+    store::{RedisStore, connect_redis},
+};
+use catga_tests::{Nats, Redis};
+
+/// The production store on `redis`.
+fn redis_store(redis: &Redis) -> RedisStore {
+    let settings = RedisSettings::from_env(&Env::from_pairs([(
+        keys::REDIS_CONFIGURATION,
+        redis.configuration(),
+    )]))
+    .expect("Redis settings");
+    RedisStore::new(connect_redis(&settings).expect("connect"))
+}
+
+/// The production broker on `nats`.
+async fn jetstream_broker(nats: &Nats) -> JetStreamBroker {
+    let settings = NatsSettings {
+        servers: vec![nats.url()],
+        ..NatsSettings::default()
+    };
+    JetStreamBroker::connect(&settings, "contracts")
+        .await
+        .expect("connect")
+}

@@ -7,7 +7,7 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{OrderId, OrderStatus, PricedItem};
+use crate::domain::{OrderDraft, OrderId, OrderStatus, PricedItem};
 
 /// JetStream streams and the subjects they capture.
 pub mod streams {
@@ -136,12 +136,89 @@ pub struct PlaceOrder {
     pub created_at: time::OffsetDateTime,
 }
 
+impl PlaceOrder {
+    /// The order this command places, as it is recorded.
+    pub fn draft(&self) -> OrderDraft {
+        OrderDraft {
+            order_id: self.order_id,
+            customer_id: self.customer_id.clone(),
+            items: self.items.clone(),
+            total_amount: self.total_amount,
+            created_at: self.created_at,
+        }
+    }
+}
+
 /// Command published by order-api on [`subjects::CANCEL_ORDER`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CancelOrder {
     pub command_id: String,
     pub order_id: OrderId,
+}
+
+/// What an [`OrderEvent`] reports: one of the statuses a command can move an
+/// order to. `Pending` is not among them (an order is created pending by
+/// order-api, never by an event), so no event can carry it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum EventKind {
+    Confirmed,
+    Rejected,
+    Cancelled,
+}
+
+impl EventKind {
+    pub const ALL: [EventKind; 3] = [
+        EventKind::Confirmed,
+        EventKind::Rejected,
+        EventKind::Cancelled,
+    ];
+
+    /// The order status this event reports.
+    pub fn status(self) -> OrderStatus {
+        match self {
+            EventKind::Confirmed => OrderStatus::Confirmed,
+            EventKind::Rejected => OrderStatus::Rejected,
+            EventKind::Cancelled => OrderStatus::Cancelled,
+        }
+    }
+
+    /// The subject events of this kind are published on.
+    pub fn subject(self) -> &'static str {
+        match self {
+            EventKind::Confirmed => subjects::ORDER_CONFIRMED,
+            EventKind::Rejected => subjects::ORDER_REJECTED,
+            EventKind::Cancelled => subjects::ORDER_CANCELLED,
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.status(), f)
+    }
+}
+
+/// A status no event reports (`Pending`).
+#[derive(Debug, thiserror::Error)]
+#[error("no event reports the status {0}")]
+pub struct NoEventFor(pub OrderStatus);
+
+impl TryFrom<OrderStatus> for EventKind {
+    type Error = NoEventFor;
+
+    fn try_from(status: OrderStatus) -> Result<Self, Self::Error> {
+        EventKind::ALL
+            .into_iter()
+            .find(|kind| kind.status() == status)
+            .ok_or(NoEventFor(status))
+    }
+}
+
+impl PartialEq<OrderStatus> for EventKind {
+    fn eq(&self, status: &OrderStatus) -> bool {
+        self.status() == *status
+    }
 }
 
 /// An order reached a new status. Published by order-service; its `event_id`
@@ -153,7 +230,8 @@ pub struct OrderEvent {
     pub event_id: String,
     pub order_id: OrderId,
     pub customer_id: String,
-    pub status: OrderStatus,
+    /// On the wire `"status": "Confirmed" | "Rejected" | "Cancelled"`.
+    pub status: EventKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     #[serde(with = "rust_decimal::serde::str")]
@@ -163,18 +241,36 @@ pub struct OrderEvent {
 }
 
 impl OrderEvent {
-    /// The deterministic event id for `order_id` reaching `status`.
-    pub fn id_for(order_id: &OrderId, status: OrderStatus) -> String {
-        format!("{order_id}:{status}")
+    /// The deterministic event id for `order_id` reaching `kind`'s status.
+    pub fn id_for(order_id: &OrderId, kind: EventKind) -> String {
+        format!("{order_id}:{kind}")
     }
 
     /// The subject this event is published on.
     pub fn subject(&self) -> &'static str {
-        match self.status {
-            OrderStatus::Confirmed => subjects::ORDER_CONFIRMED,
-            OrderStatus::Rejected => subjects::ORDER_REJECTED,
-            // Pending never produces an event; cancelled is the remaining fact.
-            OrderStatus::Cancelled | OrderStatus::Pending => subjects::ORDER_CANCELLED,
+        self.status.subject()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_event_kind_has_its_own_subject_and_the_status_name_on_the_wire() {
+        let subjects: std::collections::HashSet<_> =
+            EventKind::ALL.iter().map(|kind| kind.subject()).collect();
+        assert_eq!(subjects.len(), EventKind::ALL.len());
+        for kind in EventKind::ALL {
+            let wire = serde_json::to_string(&kind).expect("serialises");
+            assert_eq!(wire, serde_json::to_string(&kind.status()).expect("status"));
+            assert!(
+                kind.subject()
+                    .ends_with(&kind.status().as_str().to_lowercase())
+            );
+            assert_eq!(EventKind::try_from(kind.status()).ok(), Some(kind));
         }
+        assert!(EventKind::try_from(OrderStatus::Pending).is_err());
+        assert!(serde_json::from_str::<EventKind>("\"Pending\"").is_err());
     }
 }

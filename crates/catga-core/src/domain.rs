@@ -79,11 +79,6 @@ impl OrderStatus {
             OrderStatus::Cancelled => "Cancelled",
         }
     }
-
-    /// Whether a cancel request can still take effect.
-    pub fn is_cancellable(self) -> bool {
-        matches!(self, OrderStatus::Pending | OrderStatus::Confirmed)
-    }
 }
 
 impl fmt::Display for OrderStatus {

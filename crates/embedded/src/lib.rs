@@ -18,7 +18,7 @@ use catga_core::{
     idempotency::MemoryIdempotencyStore,
     messaging::MemoryBroker,
     service,
-    store::{MemoryStore, OrderStore, StoreError},
+    store::{Catalog, MemoryStore, StoreError},
 };
 use notification_service::{Channel, Notifier, notifier::NotifyError};
 use tokio::task::JoinSet;

@@ -9,31 +9,30 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use catga_core::{
-    contracts::{CancelOrder, OrderEvent, PlaceOrder, metrics as names, services, subjects},
+    contracts::{
+        CancelOrder, EventKind, OrderEvent, PlaceOrder, metrics as names, services, subjects,
+    },
     domain::OrderId,
     messaging::{Delivery, HandleError, Handler, OutgoingMessage, Publisher},
-    store::{Applied, Effect, OrderStore, StoreError},
+    store::{Applied, CommandApplier, Effect},
 };
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 
-/// Handles the commands of the `order-processing` consumer.
+/// Handles the commands of the `order-processing` consumer. It needs only the
+/// write side of the store.
 pub struct CommandHandler {
-    store: Arc<dyn OrderStore>,
+    store: Arc<dyn CommandApplier>,
     publisher: Arc<dyn Publisher>,
 }
 
 impl CommandHandler {
-    pub fn new(store: Arc<dyn OrderStore>, publisher: Arc<dyn Publisher>) -> Self {
+    pub fn new(store: Arc<dyn CommandApplier>, publisher: Arc<dyn Publisher>) -> Self {
         Self { store, publisher }
     }
 
     async fn place(&self, command: PlaceOrder) -> Result<(), HandleError> {
-        let applied = self
-            .store
-            .apply_place(&command)
-            .await
-            .map_err(store_error)?;
+        let applied = self.store.apply_place(&command).await?;
         // A crash after the effect is stored and before its event is published.
         fail::fail_point!("catga::after-apply");
         self.record(&applied);
@@ -47,24 +46,17 @@ impl CommandHandler {
     }
 
     async fn cancel(&self, command: CancelOrder) -> Result<(), HandleError> {
-        let missing =
-            || HandleError::Permanent(format!("order {} does not exist", command.order_id));
-        let order = self
-            .store
-            .order(&command.order_id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(missing)?;
-        let applied = self
-            .store
-            .apply_cancel(&command, &order.items)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(missing)?;
+        let Some(cancelled) = self.store.apply_cancel(&command).await? else {
+            return Err(HandleError::Permanent(format!(
+                "order {} does not exist",
+                command.order_id
+            )));
+        };
         fail::fail_point!("catga::after-apply");
-        self.record(&applied);
+        self.record(&cancelled.applied);
+        let order = &cancelled.order;
         self.publish_effect(
-            &applied,
+            &cancelled.applied,
             order.order_id,
             &order.customer_id,
             order.total_amount,
@@ -95,11 +87,15 @@ impl CommandHandler {
             tracing::info!(%order_id, effect = ?applied.effect, "command had no effect");
             return Ok(());
         };
+        // The store never moves an order to Pending; if it said so, no event
+        // subject fits and the command is dead-lettered rather than misfiled.
+        let kind = EventKind::try_from(*status)
+            .map_err(|err| HandleError::Permanent(format!("the store reported {err}")))?;
         let event = OrderEvent {
-            event_id: OrderEvent::id_for(&order_id, *status),
+            event_id: OrderEvent::id_for(&order_id, kind),
             order_id,
             customer_id: customer_id.to_owned(),
-            status: *status,
+            status: kind,
             reason: reason.clone(),
             total_amount,
             occurred_at: time::OffsetDateTime::now_utc(),
@@ -112,8 +108,7 @@ impl CommandHandler {
                 event.event_id.clone(),
                 payload.into(),
             ))
-            .await
-            .map_err(|err| HandleError::Transient(err.to_string()))?;
+            .await?;
         metrics::counter!(names::MESSAGES_PUBLISHED, "service" => services::ORDER_SERVICE, "subject" => event.subject())
             .increment(1);
         tracing::info!(%order_id, status = %status, duplicate = applied.duplicate, "order event published");
@@ -124,13 +119,6 @@ impl CommandHandler {
 fn decode<T: DeserializeOwned>(delivery: &Delivery) -> Result<T, HandleError> {
     serde_json::from_slice(&delivery.payload)
         .map_err(|err| HandleError::Permanent(format!("undecodable {}: {err}", delivery.subject)))
-}
-
-fn store_error(err: StoreError) -> HandleError {
-    match err {
-        StoreError::Unavailable(_) => HandleError::Transient(err.to_string()),
-        StoreError::Corrupt(_) => HandleError::Permanent(err.to_string()),
-    }
 }
 
 #[async_trait]
@@ -157,7 +145,7 @@ mod tests {
         messaging::{
             Acker, Delivery, HandleError, Handler, MessagingError, OutgoingMessage, Publisher,
         },
-        store::{MemoryStore, OrderStore},
+        store::{Catalog, MemoryStore, OrderQueries},
     };
     use rust_decimal::Decimal;
 

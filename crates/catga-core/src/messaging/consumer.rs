@@ -12,16 +12,19 @@ use futures::StreamExt;
 use tokio::{sync::Semaphore, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::{Broker, ConsumerSpec, Delivery};
+use super::{Broker, ConsumerSpec, Delivery, MessagingError};
 use tracing::Instrument;
 
 use crate::{
     contracts::{metrics as names, subjects},
+    error::Chain,
+    store::StoreError,
     telemetry,
 };
 
-/// Why a message could not be handled.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a message could not be handled. The consumer loop asks
+/// [`HandleError::is_transient`]: retry in place, or dead-letter.
+#[derive(Debug, thiserror::Error)]
 pub enum HandleError {
     /// A dependency is away (Redis down, NATS reconnecting). Retried in place
     /// with backoff for as long as it takes; never dead-lettered.
@@ -31,6 +34,33 @@ pub enum HandleError {
     /// Dead-lettered at once.
     #[error("permanent: {0}")]
     Permanent(String),
+    /// The order store failed; retried or dead-lettered as the error says.
+    #[error("order store")]
+    Store(#[from] StoreError),
+    /// Publishing failed; retried or dead-lettered as the error says.
+    #[error("message broker")]
+    Messaging(#[from] MessagingError),
+}
+
+impl HandleError {
+    /// Whether handling the message again later can succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HandleError::Transient(_) => true,
+            HandleError::Permanent(_) => false,
+            HandleError::Store(err) => err.is_transient(),
+            HandleError::Messaging(err) => err.is_transient(),
+        }
+    }
+
+    /// What the dead-letter reason header says: the handler's own words, or
+    /// the failure with its causes.
+    fn reason(&self) -> String {
+        match self {
+            HandleError::Transient(reason) | HandleError::Permanent(reason) => reason.clone(),
+            HandleError::Store(_) | HandleError::Messaging(_) => Chain(self).to_string(),
+        }
+    }
 }
 
 /// Handles one message. Must be idempotent: any message may arrive again.
@@ -117,7 +147,7 @@ pub async fn run_consumer(
                     });
                 }
                 Some(Err(err)) => {
-                    tracing::warn!(consumer = %spec.durable, error = %err, "consumer stream error; re-binding");
+                    tracing::warn!(consumer = %spec.durable, error = %Chain(&err), "consumer stream error; re-binding");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     continue 'subscribe;
                 }
@@ -152,7 +182,7 @@ pub async fn run_consumer(
 /// replica's still-open pull while it empties it.
 async fn hand_back_buffered(
     consumer: &str,
-    deliveries: &mut futures::stream::BoxStream<'static, Result<Delivery, super::MessagingError>>,
+    deliveries: &mut futures::stream::BoxStream<'static, Result<Delivery, MessagingError>>,
     limit: usize,
 ) {
     let mut handed_back = 0;
@@ -160,7 +190,7 @@ async fn hand_back_buffered(
         match tokio::time::timeout(Duration::from_millis(50), deliveries.next()).await {
             Ok(Some(Ok(delivery))) => {
                 if let Err(err) = delivery.acker.nak(HANDBACK_DELAY).await {
-                    tracing::debug!(message = %delivery.id, error = %err, "hand-back failed");
+                    tracing::debug!(message = %delivery.id, error = %Chain(&err), "hand-back failed");
                 }
                 handed_back += 1;
             }
@@ -245,7 +275,7 @@ impl Processing {
         loop {
             ticker.tick().await;
             if let Err(err) = delivery.acker.in_progress().await {
-                tracing::debug!(message = %delivery.id, error = %err, "in-progress ack failed");
+                tracing::debug!(message = %delivery.id, error = %Chain(&err), "in-progress ack failed");
             }
         }
     }
@@ -260,15 +290,15 @@ impl Processing {
                     // A lost ack only means a redelivery, which the handler's
                     // idempotency absorbs.
                     if let Err(err) = delivery.acker.ack().await {
-                        tracing::warn!(message = %delivery.id, error = %err, "ack failed; the message will be redelivered and deduplicated");
+                        tracing::warn!(message = %delivery.id, error = %Chain(&err), "ack failed; the message will be redelivered and deduplicated");
                     }
                     return Settled::Success;
                 }
-                Err(HandleError::Permanent(reason)) => {
-                    return self.dead_letter(delivery, &reason).await;
+                Err(err) if !err.is_transient() => {
+                    return self.dead_letter(delivery, &err.reason()).await;
                 }
-                Err(HandleError::Transient(reason)) => {
-                    tracing::warn!(message = %delivery.id, subject = %delivery.subject, %reason, retry_in = ?backoff, "transient failure; retrying");
+                Err(err) => {
+                    tracing::warn!(message = %delivery.id, subject = %delivery.subject, error = %Chain(&err), retry_in = ?backoff, "transient failure; retrying");
                     tokio::select! {
                         () = self.abandon.cancelled() => return self.hand_back(delivery).await,
                         () = tokio::time::sleep(backoff) => {}
@@ -281,7 +311,7 @@ impl Processing {
 
     async fn hand_back(&self, delivery: &Delivery) -> Settled {
         if let Err(err) = delivery.acker.nak(HANDBACK_DELAY).await {
-            tracing::warn!(message = %delivery.id, error = %err, "hand-back failed; redelivered after the ack timeout");
+            tracing::warn!(message = %delivery.id, error = %Chain(&err), "hand-back failed; redelivered after the ack timeout");
         }
         Settled::HandedBack
     }
@@ -304,12 +334,12 @@ impl Processing {
                 tracing::error!(message = %delivery.id, subject = %delivery.subject, %reason, "dead-lettered");
                 metrics::counter!(names::DEAD_LETTERS, "service" => self.service).increment(1);
                 if let Err(err) = delivery.acker.term().await {
-                    tracing::warn!(message = %delivery.id, error = %err, "term failed; the copy in the dead-letter stream is deduplicated");
+                    tracing::warn!(message = %delivery.id, error = %Chain(&err), "term failed; the copy in the dead-letter stream is deduplicated");
                 }
                 Settled::DeadLettered
             }
             Err(err) => {
-                tracing::warn!(message = %delivery.id, error = %err, "cannot dead-letter yet; handing back");
+                tracing::warn!(message = %delivery.id, error = %Chain(&err), "cannot dead-letter yet; handing back");
                 self.hand_back(delivery).await
             }
         }
@@ -331,4 +361,148 @@ fn subject_operation(subject: &str) -> &'static str {
         .find(|known| *known == subject)
         .and_then(|known| known.rsplit('.').next())
         .unwrap_or("other")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        collections::VecDeque,
+        sync::{
+            Mutex,
+            atomic::{AtomicUsize, Ordering},
+        },
+    };
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::{
+        contracts::{headers, streams},
+        messaging::{MemoryBroker, OutgoingMessage, Publisher},
+    };
+
+    /// Fails with each of `failures` in turn, then succeeds.
+    struct Scripted {
+        failures: Mutex<VecDeque<HandleError>>,
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Handler for Scripted {
+        async fn handle(&self, _: &Delivery) -> Result<(), HandleError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            match self.failures.lock().expect("lock").pop_front() {
+                Some(err) => Err(err),
+                None => Ok(()),
+            }
+        }
+    }
+
+    fn spec(durable: &str, filter: &'static str) -> ConsumerSpec {
+        ConsumerSpec {
+            stream: streams::ORDER_COMMANDS,
+            durable: durable.to_owned(),
+            filter,
+            max_deliver: 3,
+            ack_wait: Duration::from_secs(30),
+            max_in_flight: 4,
+        }
+    }
+
+    /// Runs the loop over one message with a handler failing with
+    /// `failures`; returns how often it was called and the dead letter, if any.
+    async fn consume_one(failures: Vec<HandleError>) -> (usize, Option<Delivery>) {
+        let broker = MemoryBroker::new();
+        let handler = Arc::new(Scripted {
+            failures: Mutex::new(failures.into()),
+            calls: AtomicUsize::new(0),
+        });
+        let commands = spec("order-processing", subjects::PLACE_ORDER);
+        let mut dead = broker
+            .subscribe(&spec("dead", streams::DEAD_LETTERS_SUBJECTS))
+            .await
+            .expect("bind");
+        let shutdown = CancellationToken::new();
+        let consumer = tokio::spawn(run_consumer(
+            Arc::new(broker.clone()),
+            commands.clone(),
+            handler.clone(),
+            ConsumerOptions {
+                service: "test",
+                shutdown_grace: Duration::from_secs(1),
+            },
+            shutdown.clone(),
+        ));
+        broker
+            .publish(OutgoingMessage::new(
+                subjects::PLACE_ORDER,
+                "one",
+                Bytes::from("{}"),
+            ))
+            .await
+            .expect("stored");
+        let letter = tokio::time::timeout(Duration::from_secs(60), dead.next())
+            .await
+            .ok()
+            .flatten()
+            .map(|letter| letter.expect("a dead letter"));
+        assert_eq!(
+            broker.consumer_lag(&commands).await.expect("lag"),
+            Some((0, 0)),
+            "the message is settled either way"
+        );
+        shutdown.cancel();
+        consumer.await.expect("the loop stops");
+        (handler.calls.load(Ordering::SeqCst), letter)
+    }
+
+    fn redis_down() -> StoreError {
+        StoreError::Redis(redis::RedisError::from(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused",
+        )))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_in_place_and_never_dead_lettered() {
+        let (calls, letter) = consume_one(vec![
+            HandleError::Store(redis_down()),
+            HandleError::Messaging(MessagingError::TimedOut {
+                operation: "publish".into(),
+                after: Duration::from_secs(5),
+            }),
+            HandleError::Transient("webhook unreachable".into()),
+        ])
+        .await;
+        assert_eq!(calls, 4, "three failures, then success");
+        assert!(letter.is_none(), "{letter:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn permanent_failures_are_dead_lettered_at_once_with_their_causes() {
+        let (calls, letter) = consume_one(vec![HandleError::Store(StoreError::Corrupt(
+            "marker".into(),
+        ))])
+        .await;
+        assert_eq!(calls, 1, "not retried");
+        let letter = letter.expect("dead-lettered");
+        assert_eq!(
+            letter.subject,
+            subjects::dead_letter_for(subjects::PLACE_ORDER)
+        );
+        assert_eq!(
+            letter.header(headers::DEAD_LETTER_REASON),
+            Some("order store: the store holds data that cannot be read: marker")
+        );
+
+        let (calls, letter) = consume_one(vec![HandleError::Permanent("undecodable".into())]).await;
+        assert_eq!(calls, 1);
+        assert_eq!(
+            letter
+                .expect("dead-lettered")
+                .header(headers::DEAD_LETTER_REASON),
+            Some("undecodable"),
+            "the handler's own words, as before"
+        );
+    }
 }

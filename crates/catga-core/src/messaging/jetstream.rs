@@ -7,7 +7,6 @@ use async_nats::{
     jetstream::{
         self, AckKind,
         consumer::{AckPolicy, DeliverPolicy, pull},
-        context::PublishErrorKind,
         message::{Acker as NatsAcker, PublishMessage},
         stream::{self, RetentionPolicy, StorageType},
     },
@@ -47,7 +46,7 @@ impl JetStreamBroker {
             })
             .connect(settings.servers.clone())
             .await
-            .map_err(|err| MessagingError::Unavailable(err.to_string()))?;
+            .map_err(|err| MessagingError::nats("connect", err))?;
         let context = jetstream::new(client.clone());
         Ok(Self {
             client,
@@ -68,18 +67,16 @@ impl Publisher for JetStreamBroker {
             .payload(message.payload)
             .headers(header_map)
             .message_id(&message.msg_id);
+        let operation = || format!("publish on {}", message.subject);
         let ack = self
             .context
-            .send_publish(message.subject, publish)
+            .send_publish(message.subject.clone(), publish)
             .await
-            .map_err(|err| publish_error(&err, err.kind()))?;
-        ack.await.map_err(|err| publish_error(&err, err.kind()))?;
+            .map_err(|err| MessagingError::nats(operation(), err))?;
+        ack.await
+            .map_err(|err| MessagingError::nats(operation(), err))?;
         Ok(())
     }
-}
-
-fn publish_error(err: &dyn std::fmt::Display, kind: PublishErrorKind) -> MessagingError {
-    MessagingError::Publish(format!("{kind:?}: {err}"))
 }
 
 #[async_trait]
@@ -105,7 +102,7 @@ impl Broker for JetStreamBroker {
             self.context
                 .get_or_create_stream(config)
                 .await
-                .map_err(|err| MessagingError::Consumer(format!("stream {}: {err}", spec.name)))?;
+                .map_err(|err| MessagingError::nats(format!("create stream {}", spec.name), err))?;
         }
         Ok(())
     }
@@ -114,10 +111,7 @@ impl Broker for JetStreamBroker {
         &self,
         spec: &ConsumerSpec,
     ) -> Result<BoxStream<'static, Result<Delivery, MessagingError>>, MessagingError> {
-        let stream =
-            self.context.get_stream(spec.stream).await.map_err(|err| {
-                MessagingError::Consumer(format!("stream {}: {err}", spec.stream))
-            })?;
+        let stream = self.stream(spec.stream).await?;
         let config = pull::Config {
             durable_name: Some(spec.durable.clone()),
             filter_subject: spec.filter.to_owned(),
@@ -132,7 +126,7 @@ impl Broker for JetStreamBroker {
         let consumer = stream
             .get_or_create_consumer(&spec.durable, config)
             .await
-            .map_err(|err| MessagingError::Consumer(format!("consumer {}: {err}", spec.durable)))?;
+            .map_err(|err| MessagingError::nats(format!("bind consumer {}", spec.durable), err))?;
         let messages = consumer
             .stream()
             // Pull no more than can be worked on, so a stopping replica leaves
@@ -142,11 +136,12 @@ impl Broker for JetStreamBroker {
             .expires(Duration::from_secs(30))
             .messages()
             .await
-            .map_err(|err| MessagingError::Consumer(format!("pull {}: {err}", spec.durable)))?;
+            .map_err(|err| MessagingError::nats(format!("pull from {}", spec.durable), err))?;
+        let durable = spec.durable.clone();
         Ok(messages
-            .map(|next| match next {
+            .map(move |next| match next {
                 Ok(message) => delivery_from(message),
-                Err(err) => Err(MessagingError::Unavailable(err.to_string())),
+                Err(err) => Err(MessagingError::nats(format!("pull from {durable}"), err)),
             })
             .boxed())
     }
@@ -176,7 +171,10 @@ impl Broker for JetStreamBroker {
             return;
         };
         loop {
+            // Shutdown is only heard between messages: a message being
+            // forwarded is copied and deleted before this returns.
             let advisory = tokio::select! {
+                biased;
                 () = shutdown.cancelled() => return,
                 next = advisories.next() => match next {
                     Some(advisory) => advisory,
@@ -187,9 +185,8 @@ impl Broker for JetStreamBroker {
                 tracing::warn!("unreadable max-deliveries advisory");
                 continue;
             };
-            if let Err(err) = self.forward_exhausted(spec, service, &exhausted).await {
-                tracing::error!(stream_seq = exhausted.stream_seq, error = %err, "cannot dead-letter an exhausted message; it stays in its stream");
-            }
+            self.forward_exhausted_retrying(spec, service, &exhausted)
+                .await;
         }
     }
 
@@ -201,7 +198,7 @@ impl Broker for JetStreamBroker {
         let info = stream
             .consumer_info(&spec.durable)
             .await
-            .map_err(|err| MessagingError::Consumer(format!("consumer {}: {err}", spec.durable)))?;
+            .map_err(|err| MessagingError::nats(format!("consumer {}", spec.durable), err))?;
         Ok(Some((
             info.num_pending,
             u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX),
@@ -213,7 +210,7 @@ fn delivery_from(message: jetstream::Message) -> Result<Delivery, MessagingError
     let (id, delivered) = {
         let info = message
             .info()
-            .map_err(|err| MessagingError::Unavailable(format!("message metadata: {err}")))?;
+            .map_err(|err| MessagingError::refused("read message metadata", err))?;
         (
             message_identity(info.stream, info.stream_sequence),
             info.delivered,
@@ -265,7 +262,34 @@ impl JetStreamBroker {
         self.context
             .get_stream_no_info(name)
             .await
-            .map_err(|err| MessagingError::Consumer(format!("stream {name}: {err}")))
+            .map_err(|err| MessagingError::nats(format!("stream {name}"), err))
+    }
+
+    /// [`Self::forward_exhausted`], tried again while NATS is briefly away: a
+    /// bounded number of times, whether or not shutdown has begun (both steps
+    /// are idempotent: the copy is deduplicated on the message's identity).
+    async fn forward_exhausted_retrying(
+        &self,
+        spec: &ConsumerSpec,
+        service: &'static str,
+        exhausted: &MaxDeliveries,
+    ) {
+        const ATTEMPTS: u32 = 5;
+        let mut backoff = Duration::from_millis(100);
+        for attempt in 1..=ATTEMPTS {
+            match self.forward_exhausted(spec, service, exhausted).await {
+                Ok(()) => return,
+                Err(err) if err.is_transient() && attempt < ATTEMPTS => {
+                    tracing::warn!(stream_seq = exhausted.stream_seq, error = %crate::error::Chain(&err), "cannot dead-letter an exhausted message yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff *= 2;
+                }
+                Err(err) => {
+                    tracing::error!(stream_seq = exhausted.stream_seq, error = %crate::error::Chain(&err), "cannot dead-letter an exhausted message; it stays in its stream");
+                    return;
+                }
+            }
+        }
     }
 
     /// Copies one exhausted message to the dead-letter stream; a work-queue
@@ -281,13 +305,13 @@ impl JetStreamBroker {
             .get_raw_message(exhausted.stream_seq)
             .await
             .map_err(|err| {
-                MessagingError::Consumer(format!("message {}: {err}", exhausted.stream_seq))
+                MessagingError::nats(
+                    format!("read message {} of {}", exhausted.stream_seq, spec.stream),
+                    err,
+                )
             })?;
         let headers = header_pairs(&original.headers);
-        let reason = format!(
-            "not acknowledged after {} deliveries (the handler crashed or timed out each time)",
-            exhausted.deliveries
-        );
+        let reason = super::exhausted_reason(exhausted.deliveries);
         let message = super::dead_letter_message(
             &original.subject,
             &message_identity(spec.stream, exhausted.stream_seq),
@@ -309,7 +333,10 @@ impl JetStreamBroker {
                 .delete_message(exhausted.stream_seq)
                 .await
                 .map_err(|err| {
-                    MessagingError::Consumer(format!("delete {}: {err}", exhausted.stream_seq))
+                    MessagingError::nats(
+                        format!("delete message {} of {}", exhausted.stream_seq, spec.stream),
+                        err,
+                    )
                 })?;
         }
         Ok(())
@@ -323,7 +350,7 @@ impl JetStreamAcker {
         self.0
             .ack_with(kind)
             .await
-            .map_err(|err| MessagingError::Unavailable(format!("ack: {err}")))
+            .map_err(|err| MessagingError::unavailable(format!("{kind:?}"), err))
     }
 }
 
@@ -335,7 +362,7 @@ impl Acker for JetStreamAcker {
         self.0
             .double_ack_with(AckKind::Ack)
             .await
-            .map_err(|err| MessagingError::Unavailable(format!("ack: {err}")))
+            .map_err(|err| MessagingError::unavailable("ack", err))
     }
 
     async fn nak(&self, delay: Duration) -> Result<(), MessagingError> {

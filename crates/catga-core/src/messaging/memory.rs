@@ -1,6 +1,11 @@
-//! [`Broker`] in process memory for the embedded mode: each durable consumer is
-//! a queue shared by its subscribers, naks redeliver after their delay, and
-//! message ids are deduplicated for [`DUPLICATE_WINDOW`].
+//! [`Broker`] in process memory for the embedded mode, with JetStream's
+//! delivery rules: each durable consumer is a queue shared by its subscribers;
+//! a delivery not acknowledged within `ack_wait` (extended by `in_progress`)
+//! comes back, a nak brings it back after its delay, `term` drops it; after
+//! `max_deliver` deliveries it is given up on and handed to
+//! [`Broker::dead_letter_exhausted`]; message ids are deduplicated for
+//! [`DUPLICATE_WINDOW`]. Every timer is `tokio::time`, so tests can run it in
+//! paused time.
 //!
 //! Nothing survives the process: this is for trying the system out, not for
 //! production.
@@ -8,20 +13,20 @@
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
-use tokio::sync::{Mutex as AsyncMutex, mpsc};
+use tokio::{sync::Notify, time::Instant};
 
 use super::{
     Acker, Broker, ConsumerSpec, DUPLICATE_WINDOW, Delivery, MessagingError, OutgoingMessage,
     Publisher, subject_matches,
 };
 
-/// Messages published before any consumer bound their subject are kept (up to
-/// this many) and handed to the first durable that matches.
+/// Messages published before any consumer bound their subject, and messages
+/// given up on before a dead-letter forwarder runs, are kept up to this many.
 const BACKLOG_LIMIT: usize = 10_000;
 
 #[derive(Clone)]
@@ -30,11 +35,80 @@ struct Stored {
     message: OutgoingMessage,
 }
 
-struct Queue {
+/// A delivered message waiting to be settled.
+struct Unsettled {
+    stored: Stored,
+    /// Which delivery this is (1 for the first).
+    delivered: i64,
+    deadline: Instant,
+}
+
+/// A message given up on after `deliveries` deliveries.
+struct Exhausted {
+    stored: Stored,
+    deliveries: i64,
+}
+
+/// A durable consumer.
+struct Consumer {
     filter: String,
     max_deliver: i64,
-    sender: mpsc::UnboundedSender<(Stored, i64)>,
-    receiver: Arc<AsyncMutex<mpsc::UnboundedReceiver<(Stored, i64)>>>,
+    ack_wait: Duration,
+    /// Ready to deliver, with the delivery number each will have.
+    ready: VecDeque<(Stored, i64)>,
+    unsettled: HashMap<u64, Unsettled>,
+    /// Nak'd messages waiting out their delay.
+    delayed: u64,
+    /// Wakes a subscriber waiting for `ready`.
+    wake: Arc<Notify>,
+    exhausted: VecDeque<Exhausted>,
+    /// Wakes the dead-letter forwarder waiting for `exhausted`.
+    wake_forwarder: Arc<Notify>,
+}
+
+impl Consumer {
+    fn new(spec: &ConsumerSpec) -> Self {
+        Self {
+            filter: spec.filter.to_owned(),
+            max_deliver: spec.max_deliver,
+            ack_wait: spec.ack_wait,
+            ready: VecDeque::new(),
+            unsettled: HashMap::new(),
+            delayed: 0,
+            wake: Arc::new(Notify::new()),
+            exhausted: VecDeque::new(),
+            wake_forwarder: Arc::new(Notify::new()),
+        }
+    }
+
+    fn push_ready(&mut self, stored: Stored, delivered: i64) {
+        self.ready.push_back((stored, delivered));
+        self.wake.notify_one();
+    }
+
+    /// A delivery that was not acknowledged: delivered again, or given up on
+    /// once it has been delivered `max_deliver` times (`max_deliver` ≤ 0 means
+    /// no bound, as in JetStream).
+    fn redeliver_or_give_up(&mut self, stored: Stored, delivered: i64) {
+        if self.max_deliver > 0 && delivered >= self.max_deliver {
+            tracing::warn!(
+                sequence = stored.sequence,
+                subject = %stored.message.subject,
+                deliveries = delivered,
+                "message given up on after max_deliver deliveries"
+            );
+            if self.exhausted.len() >= BACKLOG_LIMIT {
+                self.exhausted.pop_front();
+            }
+            self.exhausted.push_back(Exhausted {
+                stored,
+                deliveries: delivered,
+            });
+            self.wake_forwarder.notify_one();
+        } else {
+            self.push_ready(stored, delivered + 1);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -44,7 +118,7 @@ struct State {
     /// arrival order so expiry pops from the front instead of scanning.
     seen: HashSet<String>,
     seen_order: VecDeque<(Instant, String)>,
-    queues: HashMap<String, Queue>,
+    consumers: HashMap<String, Consumer>,
     backlog: VecDeque<Stored>,
 }
 
@@ -60,9 +134,122 @@ impl MemoryBroker {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
+        // Every update is a few assignments: a poisoned lock is still consistent.
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `change` on the consumer `durable`, if it exists.
+    fn with_consumer<T>(
+        &self,
+        durable: &str,
+        change: impl FnOnce(&mut Consumer) -> T,
+    ) -> Option<T> {
+        self.lock().consumers.get_mut(durable).map(change)
+    }
+
+    /// The consumer `durable`, created from `spec` when absent (later specs
+    /// do not change it, as with JetStream's `get_or_create_consumer`).
+    fn bind(state: &mut State, spec: &ConsumerSpec) {
+        if state.consumers.contains_key(&spec.durable) {
+            return;
+        }
+        let mut consumer = Consumer::new(spec);
+        let mut kept = VecDeque::with_capacity(state.backlog.len());
+        for stored in state.backlog.drain(..) {
+            if subject_matches(spec.filter, &stored.message.subject) {
+                consumer.push_ready(stored, 1);
+            } else {
+                kept.push_back(stored);
+            }
+        }
+        state.backlog = kept;
+        state.consumers.insert(spec.durable.clone(), consumer);
+    }
+
+    /// Takes the next ready message of `durable`, recording it as unsettled
+    /// with its ack deadline; otherwise the notifier to wait on.
+    fn take_next(&self, durable: &str) -> Result<Delivery, Arc<Notify>> {
+        let mut state = self.lock();
+        let Some(consumer) = state.consumers.get_mut(durable) else {
+            return Err(Arc::new(Notify::new()));
+        };
+        let Some((stored, delivered)) = consumer.ready.pop_front() else {
+            return Err(Arc::clone(&consumer.wake));
+        };
+        let deadline = Instant::now() + consumer.ack_wait;
+        consumer.unsettled.insert(
+            stored.sequence,
+            Unsettled {
+                stored: stored.clone(),
+                delivered,
+                deadline,
+            },
+        );
+        tokio::spawn(self.clone().expire_at(
+            durable.to_owned(),
+            stored.sequence,
+            delivered,
+            deadline,
+        ));
+        Ok(Delivery {
+            id: format!("memory:{}", stored.sequence),
+            subject: stored.message.subject.clone(),
+            headers: stored.message.headers.clone(),
+            payload: stored.message.payload.clone(),
+            delivered,
+            acker: Box::new(MemoryAcker {
+                broker: self.clone(),
+                durable: durable.to_owned(),
+                sequence: stored.sequence,
+                delivered,
+            }),
+        })
+    }
+
+    /// Redelivers (or gives up on) delivery `delivered` of `sequence` if it is
+    /// still unsettled once its deadline, however often extended, has passed.
+    async fn expire_at(
+        self,
+        durable: String,
+        sequence: u64,
+        delivered: i64,
+        mut deadline: Instant,
+    ) {
+        loop {
+            tokio::time::sleep_until(deadline).await;
+            let extended = self.with_consumer(&durable, |consumer| {
+                let current = consumer
+                    .unsettled
+                    .get(&sequence)
+                    .filter(|unsettled| unsettled.delivered == delivered)?;
+                if current.deadline > Instant::now() {
+                    return Some(current.deadline);
+                }
+                let expired = consumer.unsettled.remove(&sequence)?;
+                consumer.redeliver_or_give_up(expired.stored, delivered);
+                None
+            });
+            match extended.flatten() {
+                Some(later) => deadline = later,
+                None => return,
+            }
+        }
+    }
+
+    /// Settles delivery `delivered` of `sequence`: `None` when it was already
+    /// settled (or expired and delivered again).
+    fn settle(&self, durable: &str, sequence: u64, delivered: i64) -> Option<Unsettled> {
+        self.with_consumer(durable, |consumer| {
+            match consumer.unsettled.get(&sequence) {
+                Some(unsettled) if unsettled.delivered == delivered => {
+                    consumer.unsettled.remove(&sequence)
+                }
+                _ => None,
+            }
+        })
+        .flatten()
     }
 }
 
@@ -89,10 +276,9 @@ impl Publisher for MemoryBroker {
             message,
         };
         let mut delivered = false;
-        for queue in state.queues.values() {
-            if subject_matches(&queue.filter, &stored.message.subject) {
-                // The receiver lives as long as the queue entry; a send cannot fail.
-                let _ = queue.sender.send((stored.clone(), 1));
+        for consumer in state.consumers.values_mut() {
+            if subject_matches(&consumer.filter, &stored.message.subject) {
+                consumer.push_ready(stored.clone(), 1);
                 delivered = true;
             }
         }
@@ -116,59 +302,21 @@ impl Broker for MemoryBroker {
         &self,
         spec: &ConsumerSpec,
     ) -> Result<BoxStream<'static, Result<Delivery, MessagingError>>, MessagingError> {
-        let (receiver, sender, max_deliver) = {
-            let mut state = self.lock();
-            if !state.queues.contains_key(&spec.durable) {
-                let (sender, receiver) = mpsc::unbounded_channel();
-                let State { backlog, .. } = &mut *state;
-                let mut kept = VecDeque::with_capacity(backlog.len());
-                for stored in backlog.drain(..) {
-                    if subject_matches(spec.filter, &stored.message.subject) {
-                        let _ = sender.send((stored, 1));
-                    } else {
-                        kept.push_back(stored);
+        Self::bind(&mut self.lock(), spec);
+        let deliveries = stream::unfold(
+            (self.clone(), spec.durable.clone()),
+            |(broker, durable)| async move {
+                loop {
+                    match broker.take_next(&durable) {
+                        Ok(delivery) => return Some((Ok(delivery), (broker, durable))),
+                        // `notify_one` keeps a permit when nobody waits, so a
+                        // message pushed between the check and this wait is
+                        // not missed.
+                        Err(wake) => wake.notified().await,
                     }
                 }
-                *backlog = kept;
-                state.queues.insert(
-                    spec.durable.clone(),
-                    Queue {
-                        filter: spec.filter.to_owned(),
-                        max_deliver: spec.max_deliver,
-                        sender,
-                        receiver: Arc::new(AsyncMutex::new(receiver)),
-                    },
-                );
-            }
-            let queue = &state.queues[&spec.durable];
-            (
-                Arc::clone(&queue.receiver),
-                queue.sender.clone(),
-                queue.max_deliver,
-            )
-        };
-        let deliveries = stream::unfold(receiver, move |receiver| {
-            let sender = sender.clone();
-            async move {
-                let next = receiver.lock().await.recv().await;
-                next.map(|(stored, delivered)| {
-                    let delivery = Delivery {
-                        id: format!("memory:{}", stored.sequence),
-                        subject: stored.message.subject.clone(),
-                        headers: stored.message.headers.clone(),
-                        payload: stored.message.payload.clone(),
-                        delivered,
-                        acker: Box::new(MemoryAcker {
-                            stored,
-                            delivered,
-                            max_deliver,
-                            sender,
-                        }),
-                    };
-                    (Ok(delivery), receiver)
-                })
-            }
-        });
+            },
+        );
         Ok(deliveries.boxed())
     }
 
@@ -176,51 +324,115 @@ impl Broker for MemoryBroker {
         true
     }
 
-    async fn consumer_lag(&self, _: &ConsumerSpec) -> Result<Option<(u64, u64)>, MessagingError> {
-        Ok(None)
+    async fn consumer_lag(
+        &self,
+        spec: &ConsumerSpec,
+    ) -> Result<Option<(u64, u64)>, MessagingError> {
+        let lag = self.with_consumer(&spec.durable, |consumer| {
+            let pending = u64::try_from(consumer.ready.len()).unwrap_or(u64::MAX);
+            let unsettled = u64::try_from(consumer.unsettled.len()).unwrap_or(u64::MAX);
+            (pending.saturating_add(consumer.delayed), unsettled)
+        });
+        Ok(Some(lag.unwrap_or((0, 0))))
     }
 
-    /// In memory a message is never given up on by the transport: nothing to do.
     async fn dead_letter_exhausted(
         &self,
-        _: &ConsumerSpec,
-        _: &'static str,
-        _: tokio_util::sync::CancellationToken,
+        spec: &ConsumerSpec,
+        service: &'static str,
+        shutdown: tokio_util::sync::CancellationToken,
     ) {
+        let wake = {
+            let mut state = self.lock();
+            Self::bind(&mut state, spec);
+            Arc::clone(&state.consumers[&spec.durable].wake_forwarder)
+        };
+        loop {
+            let next = self.with_consumer(&spec.durable, |consumer| consumer.exhausted.pop_front());
+            let Some(exhausted) = next.flatten() else {
+                tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => return,
+                    () = wake.notified() => continue,
+                }
+            };
+            let message = super::dead_letter_message(
+                &exhausted.stored.message.subject,
+                &format!("memory:{}", exhausted.stored.sequence),
+                &exhausted.stored.message.headers,
+                exhausted.stored.message.payload.clone(),
+                &super::exhausted_reason(exhausted.deliveries),
+                exhausted.deliveries,
+                service,
+            );
+            // In memory a publish cannot fail.
+            if self.publish(message).await.is_ok() {
+                metrics::counter!(crate::contracts::metrics::DEAD_LETTERS, "service" => service)
+                    .increment(1);
+            }
+        }
     }
 }
 
 struct MemoryAcker {
-    stored: Stored,
+    broker: MemoryBroker,
+    durable: String,
+    sequence: u64,
     delivered: i64,
-    max_deliver: i64,
-    sender: mpsc::UnboundedSender<(Stored, i64)>,
 }
 
 #[async_trait]
 impl Acker for MemoryAcker {
     async fn ack(&self) -> Result<(), MessagingError> {
+        self.broker
+            .settle(&self.durable, self.sequence, self.delivered);
         Ok(())
     }
 
     async fn nak(&self, delay: Duration) -> Result<(), MessagingError> {
-        if self.delivered >= self.max_deliver {
+        let Some(unsettled) = self
+            .broker
+            .settle(&self.durable, self.sequence, self.delivered)
+        else {
+            return Ok(());
+        };
+        if delay.is_zero() {
+            self.broker.with_consumer(&self.durable, |consumer| {
+                consumer.redeliver_or_give_up(unsettled.stored, self.delivered);
+            });
             return Ok(());
         }
-        let sender = self.sender.clone();
-        let again = (self.stored.clone(), self.delivered + 1);
+        self.broker
+            .with_consumer(&self.durable, |consumer| consumer.delayed += 1);
+        let (broker, durable, delivered) =
+            (self.broker.clone(), self.durable.clone(), self.delivered);
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let _ = sender.send(again);
+            broker.with_consumer(&durable, |consumer| {
+                consumer.delayed = consumer.delayed.saturating_sub(1);
+                consumer.redeliver_or_give_up(unsettled.stored, delivered);
+            });
         });
         Ok(())
     }
 
     async fn term(&self) -> Result<(), MessagingError> {
+        self.broker
+            .settle(&self.durable, self.sequence, self.delivered);
         Ok(())
     }
 
     async fn in_progress(&self) -> Result<(), MessagingError> {
+        self.broker.with_consumer(&self.durable, |consumer| {
+            let ack_wait = consumer.ack_wait;
+            if let Some(unsettled) = consumer
+                .unsettled
+                .get_mut(&self.sequence)
+                .filter(|unsettled| unsettled.delivered == self.delivered)
+            {
+                unsettled.deadline = Instant::now() + ack_wait;
+            }
+        });
         Ok(())
     }
 }

@@ -3,9 +3,12 @@
 //!
 //! [`JetStreamBroker`] is the production transport; [`MemoryBroker`] backs the
 //! embedded single-process mode with the same delivery semantics (at least
-//! once, redelivery on nak, deduplication by message id).
+//! once, redelivery on nak and after the ack deadline, `max_deliver`,
+//! dead-lettering of exhausted messages, deduplication by message id). Both are
+//! held to one contract by `tests/contracts`.
 
 mod consumer;
+mod error;
 mod jetstream;
 mod memory;
 
@@ -17,21 +20,11 @@ use futures::stream::BoxStream;
 use tracing::Instrument;
 
 pub use consumer::{ConsumerOptions, HandleError, Handler, run_consumer};
+pub use error::MessagingError;
 pub use jetstream::JetStreamBroker;
 pub use memory::MemoryBroker;
 
 use crate::contracts::{headers, streams};
-
-/// A messaging operation failed; all of these are transient.
-#[derive(Debug, thiserror::Error)]
-pub enum MessagingError {
-    #[error("message broker unavailable: {0}")]
-    Unavailable(String),
-    #[error("publish not acknowledged: {0}")]
-    Publish(String),
-    #[error("consumer setup failed: {0}")]
-    Consumer(String),
-}
 
 /// How a stream keeps messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +143,13 @@ pub fn dead_letter_message(
         .with_header(headers::DEAD_LETTER_SERVICE, service)
 }
 
+/// The dead-letter reason of a message the broker gave up redelivering.
+pub(crate) fn exhausted_reason(deliveries: i64) -> String {
+    format!(
+        "not acknowledged after {deliveries} deliveries (the handler crashed or timed out each time)"
+    )
+}
+
 /// Settles a delivery.
 #[async_trait]
 pub trait Acker: Send + Sync {
@@ -221,7 +221,7 @@ pub trait Publisher: Send + Sync + 'static {
         .instrument(span)
         .await;
         if let Err(err) = &sent {
-            tracing::debug!(error = %err, "publish failed");
+            tracing::debug!(error = %crate::error::Chain(err), "publish failed");
         }
         sent
     }
@@ -249,8 +249,13 @@ pub trait Broker: Publisher {
     -> Result<Option<(u64, u64)>, MessagingError>;
 
     /// Until `shutdown`, copies messages the broker gave up redelivering
-    /// (`max_deliver` reached: the handler crashed or timed out every time) to
-    /// the dead-letter stream, so nothing is silently stranded.
+    /// (`max_deliver` reached: the handler crashed, timed out or handed the
+    /// message back every time) to the dead-letter stream, with the reason
+    /// headers, so nothing is silently stranded.
+    ///
+    /// Shutdown is heard only between messages: a message being forwarded is
+    /// copied and removed from its stream before this returns. Await it within
+    /// the shutdown grace rather than dropping it.
     async fn dead_letter_exhausted(
         &self,
         spec: &ConsumerSpec,

@@ -1,5 +1,6 @@
-//! [`OrderStore`] in process memory, for the embedded mode and tests. A single
-//! mutex gives every operation the atomicity the Redis scripts have.
+//! The store in process memory, for the embedded mode and tests. A single
+//! mutex gives every operation the atomicity the Redis scripts have; the rules
+//! are the scripts' (see `README.md`), written in Rust.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -9,7 +10,10 @@ use std::{
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::{Applied, Effect, OrderStore, StoreError};
+use super::{
+    Applied, CancelApplied, Catalog, CommandApplier, Effect, OrderIntake, OrderQueries, Ping,
+    StoreError,
+};
 use crate::{
     contracts::{CancelOrder, PlaceOrder},
     domain::{Order, OrderDraft, OrderId, OrderStatus, PricedItem, Product},
@@ -90,11 +94,14 @@ impl MemoryStore {
 }
 
 #[async_trait]
-impl OrderStore for MemoryStore {
+impl Ping for MemoryStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
+}
 
+#[async_trait]
+impl Catalog for MemoryStore {
     async fn ensure_catalog(&self, catalog: &[Product]) -> Result<(), StoreError> {
         let mut state = self.lock();
         if state.products.is_empty() {
@@ -125,7 +132,10 @@ impl OrderStore for MemoryStore {
             .insert(product.product_id.clone(), product.clone());
         Ok(())
     }
+}
 
+#[async_trait]
+impl OrderIntake for MemoryStore {
     async fn create_pending(&self, draft: &OrderDraft) -> Result<(), StoreError> {
         self.lock().insert_pending(draft);
         Ok(())
@@ -142,7 +152,10 @@ impl OrderStore for MemoryStore {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl OrderQueries for MemoryStore {
     async fn order(&self, order_id: &OrderId) -> Result<Option<Order>, StoreError> {
         Ok(self.lock().orders.get(order_id).cloned())
     }
@@ -159,7 +172,10 @@ impl OrderStore for MemoryStore {
         };
         Ok(range.rev().take(limit).map(|(_, o)| o.clone()).collect())
     }
+}
 
+#[async_trait]
+impl CommandApplier for MemoryStore {
     async fn apply_place(&self, command: &PlaceOrder) -> Result<Applied, StoreError> {
         let mut state = self.lock();
         if let Some(effect) = state.processed.get(&command.command_id) {
@@ -168,13 +184,7 @@ impl OrderStore for MemoryStore {
                 effect: effect.clone(),
             });
         }
-        state.insert_pending(&OrderDraft {
-            order_id: command.order_id,
-            customer_id: command.customer_id.clone(),
-            items: command.items.clone(),
-            total_amount: command.total_amount,
-            created_at: command.created_at,
-        });
+        state.insert_pending(&command.draft());
         let status = state
             .orders
             .get(&command.order_id)
@@ -201,21 +211,26 @@ impl OrderStore for MemoryStore {
     async fn apply_cancel(
         &self,
         command: &CancelOrder,
-        items: &[PricedItem],
-    ) -> Result<Option<Applied>, StoreError> {
+    ) -> Result<Option<CancelApplied>, StoreError> {
         let mut state = self.lock();
-        if let Some(effect) = state.processed.get(&command.command_id) {
-            return Ok(Some(Applied {
-                duplicate: true,
-                effect: effect.clone(),
-            }));
-        }
-        let Some(status) = state.orders.get(&command.order_id).map(|o| o.status) else {
+        let Some(order) = state.orders.get(&command.order_id).cloned() else {
             return Ok(None);
         };
-        let effect = if status.is_cancellable() {
+        let status = order.status;
+        if let Some(effect) = state.processed.get(&command.command_id) {
+            return Ok(Some(CancelApplied {
+                order,
+                applied: Applied {
+                    duplicate: true,
+                    effect: effect.clone(),
+                },
+            }));
+        }
+        // apply_cancel.lua: only a pending or confirmed order can be cancelled,
+        // and only a confirmed one holds stock.
+        let effect = if matches!(status, OrderStatus::Pending | OrderStatus::Confirmed) {
             if status == OrderStatus::Confirmed {
-                state.adjust_stock(items, 1);
+                state.adjust_stock(&order.items, 1);
             }
             state.transition(&command.order_id, OrderStatus::Cancelled, None);
             Effect::Transitioned {
@@ -228,9 +243,12 @@ impl OrderStore for MemoryStore {
         state
             .processed
             .insert(command.command_id.clone(), effect.clone());
-        Ok(Some(Applied {
-            duplicate: false,
-            effect,
+        Ok(Some(CancelApplied {
+            order,
+            applied: Applied {
+                duplicate: false,
+                effect,
+            },
         }))
     }
 }

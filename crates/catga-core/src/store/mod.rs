@@ -1,10 +1,24 @@
 //! The order store: catalog, orders, and the atomic, idempotent application of
-//! commands to them.
+//! commands to them (the write model).
 //!
-//! The Redis keyspace is a contract between order-api (which reads and creates
-//! pending orders) and order-service (which applies commands), so it lives here
-//! once. [`RedisStore`] is the production store; [`MemoryStore`] backs the
-//! embedded single-process mode and has the same semantics.
+//! The store is seen through one trait per role, so each service's part is
+//! visible on its own:
+//!
+//! | trait | who uses it | what it does |
+//! |---|---|---|
+//! | [`Catalog`] | order-api | seeds, lists, looks up and upserts products |
+//! | [`OrderIntake`] | order-api | records a pending order, discards one whose command never became durable |
+//! | [`OrderQueries`] | order-api | reads one order, pages through orders newest first |
+//! | [`CommandApplier`] | order-service | applies place and cancel commands (the write model) |
+//! | [`Ping`] | every service's readiness | whether the store answers |
+//!
+//! [`OrderStore`] is all of them at once, for code that holds one store for
+//! several roles (connection set-up, the embedded mode).
+//!
+//! The stock and state rules are in `README.md` next to this file; the Redis
+//! scripts that enforce them are in `lua/`. [`RedisStore`] is the production
+//! store; [`MemoryStore`] backs the embedded single-process mode and follows
+//! the same rules. Both are held to one contract by `tests/contracts`.
 
 mod memory;
 mod redis;
@@ -16,16 +30,72 @@ use async_trait::async_trait;
 
 use crate::{
     contracts::{CancelOrder, PlaceOrder},
-    domain::{Order, OrderDraft, OrderId, OrderStatus, PricedItem, Product},
+    domain::{Order, OrderDraft, OrderId, OrderStatus, Product},
+    error::BoxError,
 };
 
-/// A store operation failed. Every variant is worth retrying except `Corrupt`.
+/// A store operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("store unavailable: {0}")]
-    Unavailable(String),
-    #[error("store returned data that cannot be read: {0}")]
+    /// Redis could not be reached, did not answer in time, or refused the
+    /// command; [`StoreError::is_transient`] says which.
+    #[error("Redis {}", .0.category())]
+    Redis(#[from] ::redis::RedisError),
+    /// The store holds data that breaks its own shape.
+    #[error("the store holds data that cannot be read: {0}")]
     Corrupt(String),
+    /// A stored value could not be decoded (or a value to store encoded).
+    #[error("cannot decode {what}")]
+    Decode {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl StoreError {
+    pub(crate) fn decode(what: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        StoreError::Decode {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
+    /// Whether trying again later can succeed: yes when Redis is away, slow, or
+    /// in a failover; no when it refused the command (a script error,
+    /// `WRONGTYPE`), when its reply cannot be parsed, or when data is corrupt.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Redis(err) => redis_error_is_transient(err),
+            StoreError::Corrupt(_) | StoreError::Decode { .. } => false,
+        }
+    }
+}
+
+fn redis_error_is_transient(err: &::redis::RedisError) -> bool {
+    use ::redis::{ErrorKind, ServerErrorKind};
+    if err.is_timeout() || err.is_connection_dropped() || err.is_connection_refusal() {
+        return true;
+    }
+    // Replies redis-rs has no kind for: out of memory until keys expire, a
+    // script still running, too few replicas for a write.
+    if matches!(err.code(), Some("OOM" | "BUSY" | "NOREPLICAS")) {
+        return true;
+    }
+    matches!(
+        err.kind(),
+        ErrorKind::Io
+            | ErrorKind::ClusterConnectionNotFound
+            | ErrorKind::MasterNameNotFoundBySentinel
+            | ErrorKind::NoValidReplicasFoundBySentinel
+            | ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::MasterDown
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::ReadOnly
+            )
+    )
 }
 
 /// What applying a command did.
@@ -67,29 +137,51 @@ impl Effect {
     }
 }
 
-/// Order and catalog persistence.
-#[async_trait]
-pub trait OrderStore: Send + Sync + 'static {
-    /// Checks the store answers.
-    async fn ping(&self) -> Result<(), StoreError>;
+/// A cancel command applied to an existing order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelApplied {
+    /// The order as read just before the cancel took effect (its lines,
+    /// customer and total never change; its status may have).
+    pub order: Order,
+    pub applied: Applied,
+}
 
-    /// Seeds the default catalog if there are no products at all.
+/// Whether the store answers.
+#[async_trait]
+pub trait Ping: Send + Sync + 'static {
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The product catalog (order-api).
+#[async_trait]
+pub trait Catalog: Send + Sync + 'static {
+    /// Seeds `catalog` if there are no products at all.
     async fn ensure_catalog(&self, catalog: &[Product]) -> Result<(), StoreError>;
 
+    /// Every product, by id.
     async fn products(&self) -> Result<Vec<Product>, StoreError>;
 
     /// Looks up products; the result is aligned with `ids`.
     async fn products_by_id(&self, ids: &[&str]) -> Result<Vec<Option<Product>>, StoreError>;
 
     async fn upsert_product(&self, product: &Product) -> Result<(), StoreError>;
+}
 
+/// Accepting orders before their command is made durable (order-api).
+#[async_trait]
+pub trait OrderIntake: Send + Sync + 'static {
     /// Records a pending order unless one with that id exists.
     async fn create_pending(&self, draft: &OrderDraft) -> Result<(), StoreError>;
 
-    /// Removes an order that is still pending (its command could not be made durable).
-    /// A command that did reach the stream recreates it when applied.
+    /// Removes an order that is still pending (its command could not be made
+    /// durable); an order in any other state stays. A command that did reach
+    /// the stream recreates it when applied.
     async fn discard_pending(&self, order_id: &OrderId) -> Result<(), StoreError>;
+}
 
+/// Reading orders (order-api).
+#[async_trait]
+pub trait OrderQueries: Send + Sync + 'static {
     async fn order(&self, order_id: &OrderId) -> Result<Option<Order>, StoreError>;
 
     /// Orders newest first, strictly older than `before` when given.
@@ -98,20 +190,30 @@ pub trait OrderStore: Send + Sync + 'static {
         limit: usize,
         before: Option<&OrderId>,
     ) -> Result<Vec<Order>, StoreError>;
+}
 
-    /// Applies a place command atomically: reserves all stock or none, at most
-    /// once per command id.
+/// The write model: applying commands (order-service). Each application is
+/// atomic and happens at most once per command id; a repeated command id
+/// gets the first outcome back, marked `duplicate`.
+#[async_trait]
+pub trait CommandApplier: Send + Sync + 'static {
+    /// Reserves the stock of every line or of none: `Confirmed` or `Rejected`
+    /// with the reason. Creates the order first if it is missing (its pending
+    /// record was discarded while the command was already durable).
     async fn apply_place(&self, command: &PlaceOrder) -> Result<Applied, StoreError>;
 
-    /// Applies a cancel command atomically, releasing stock of a confirmed order,
-    /// at most once per command id. `items` are the order's lines. Returns
-    /// `None` when the order does not exist.
+    /// Cancels a `Pending` or `Confirmed` order, releasing a confirmed order's
+    /// stock. `None` when the order does not exist.
     async fn apply_cancel(
         &self,
         command: &CancelOrder,
-        items: &[PricedItem],
-    ) -> Result<Option<Applied>, StoreError>;
+    ) -> Result<Option<CancelApplied>, StoreError>;
 }
+
+/// Every role at once.
+pub trait OrderStore: Ping + Catalog + OrderIntake + OrderQueries + CommandApplier {}
+
+impl<T> OrderStore for T where T: Ping + Catalog + OrderIntake + OrderQueries + CommandApplier {}
 
 #[cfg(test)]
 mod tests {
@@ -119,9 +221,9 @@ mod tests {
 
     #[test]
     fn effect_decodes_the_markers_the_scripts_write() {
-        // The shapes APPLY_PLACE and APPLY_CANCEL build in store/redis.rs
+        // The shapes lua/apply_place.lua and lua/apply_cancel.lua build
         // (`'applied|Rejected|' .. reason` and so on), copied here; that the
-        // scripts write them is exercised against a real Redis by tests/e2e.
+        // scripts write them is exercised against a real Redis by tests/contracts.
         for (marker, effect) in [
             (
                 "applied|Rejected|insufficient stock for A|B",

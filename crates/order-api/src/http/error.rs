@@ -209,8 +209,8 @@ impl ApiError {
             )
             .detail("order-api is at its limit of concurrent requests; retry shortly")
             .retry_after(RETRY_SOON_SECONDS),
-            // Data the store cannot read will not read better on retry.
-            ApiError::Store(StoreError::Corrupt(_)) => internal(),
+            // A refusal or data the store cannot read will not do better on retry.
+            ApiError::Store(err) if !err.is_transient() => internal(),
             ApiError::Store(_) => unavailable("the order store is unavailable; retry shortly"),
             ApiError::Messaging(_) | ApiError::PublishTimedOut(_) => {
                 unavailable("the message broker is unavailable; retry shortly")

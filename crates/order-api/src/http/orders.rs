@@ -284,7 +284,7 @@ pub async fn cancel(
         .order(&id)
         .await?
         .ok_or(ApiError::OrderNotFound(order_id))?;
-    if !order.status.is_cancellable() {
+    if !is_cancellable(order.status) {
         return Err(ApiError::OrderNotCancellable {
             order_id: id,
             status: order.status,
@@ -302,4 +302,11 @@ pub async fn cancel(
     )
     .await?;
     Ok(accepted(&order)?.into_response())
+}
+
+/// Whether a cancel request can still take effect: a fast 409 instead of a
+/// command that order-service would find unchanged (the write model's rule is
+/// `store/lua/apply_cancel.lua`).
+fn is_cancellable(status: OrderStatus) -> bool {
+    matches!(status, OrderStatus::Pending | OrderStatus::Confirmed)
 }

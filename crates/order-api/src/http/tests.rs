@@ -12,7 +12,7 @@ use catga_core::{
     health::Health,
     idempotency::MemoryIdempotencyStore,
     messaging::MemoryBroker,
-    store::{MemoryStore, OrderStore},
+    store::{Catalog, MemoryStore},
 };
 use http_body_util::BodyExt;
 use serde_json::{Value, json};

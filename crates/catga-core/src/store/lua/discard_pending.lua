@@ -1,0 +1,6 @@
+-- KEYS: order, index   ARGV: orderId
+if redis.call('HGET', KEYS[1], 'status') == 'Pending' then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+return 1
