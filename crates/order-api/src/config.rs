@@ -1,11 +1,11 @@
 //! order-api settings.
 
-use std::fmt;
-
 use catga_core::config::{
     CatgaSettings, CommonSettings, ConfigError, Env, NatsSettings, RedisSettings, keys,
 };
 use notification_service::Channel;
+
+pub use crate::auth::JwtSecret;
 
 pub const DEFAULT_PORT: u16 = 8080;
 /// The service name the deployment guide looks for in Jaeger.
@@ -25,22 +25,6 @@ pub enum Mode {
         nats: NatsSettings,
         redis: RedisSettings,
     },
-}
-
-/// The HS256 secret for admin tokens. Never printed.
-#[derive(Clone)]
-pub struct JwtSecret(String);
-
-impl JwtSecret {
-    pub fn expose(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-impl fmt::Debug for JwtSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("JwtSecret(***)")
-    }
 }
 
 /// Enough for the 256 closed-loop clients of the benchmark at full speed
@@ -71,13 +55,7 @@ impl Settings {
                 channel: Channel::from_env(env)?,
             },
         };
-        let jwt_secret = env.get(keys::JWT_SECRET).map(|s| JwtSecret(s.to_owned()));
-        if jwt_secret.as_ref().is_some_and(|s| s.0.len() < 32) {
-            return Err(ConfigError::new(
-                keys::JWT_SECRET,
-                "must be at least 32 characters (HS256 needs a 256-bit secret)",
-            ));
-        }
+        let jwt_secret = JwtSecret::from_env(env)?;
         Ok(Self {
             common: CommonSettings::from_env(env, DEFAULT_PORT, DEFAULT_SERVICE_NAME)?,
             mode,

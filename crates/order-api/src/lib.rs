@@ -5,6 +5,7 @@
 //! whole system in this one process on the in-memory transport and store (the
 //! embedded mode), with order-service and notification-service as tasks.
 
+pub mod auth;
 pub mod config;
 pub mod http;
 
