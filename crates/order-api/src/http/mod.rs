@@ -1,6 +1,7 @@
 //! The HTTP API: the app factory, its state, and the mapping of store and
 //! messaging failures to problem documents.
 
+pub mod docs;
 mod extract;
 pub mod openapi;
 mod orders;
@@ -72,11 +73,12 @@ pub fn app(state: AppState, health: Health) -> Router {
         .route("/api/orders/{order_id}/cancel", post(orders::cancel))
         .route("/api/products", get(products::list))
         .route("/api/products/{product_id}", put(products::upsert))
-        .route("/api/openapi.json", get(openapi::document))
+        .route(docs::OPENAPI_PATH, get(openapi::document))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(admission);
-    api.merge(catga_core::health::router(health))
+    api.merge(docs::router())
+        .merge(catga_core::health::router(health))
         .merge(telemetry::metrics_router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
