@@ -8,6 +8,8 @@
 pub mod auth;
 pub mod config;
 pub mod http;
+#[cfg(test)]
+mod test_util;
 
 use std::sync::Arc;
 

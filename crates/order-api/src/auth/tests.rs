@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use axum::{Router, body::Body, http::Request, middleware, routing::get};
 use catga_core::config::Env;
-use tower::ServiceExt;
 
 use super::{token::TokenSigner, *};
 
@@ -32,24 +31,12 @@ async fn call(app: &Router, authorization: Option<&str>) -> (StatusCode, Option<
     if let Some(value) = authorization {
         request = request.header(header::AUTHORIZATION, value);
     }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).expect("request"))
-        .await
-        .expect("response");
-    let status = response.status();
-    let challenge = response
-        .headers()
+    let request = request.body(Body::empty()).expect("request");
+    let (status, headers, body) = crate::test_util::send(app, request).await;
+    let challenge = headers
         .get(header::WWW_AUTHENTICATE)
         .map(|v| v.to_str().expect("ascii").to_owned());
-    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
-        .await
-        .expect("body");
-    (
-        status,
-        challenge,
-        String::from_utf8_lossy(&body).into_owned(),
-    )
+    (status, challenge, body)
 }
 
 #[tokio::test]

@@ -25,31 +25,19 @@ mod tests {
         body::Body,
         http::{Request, StatusCode, header},
     };
-    use tower::ServiceExt;
     use utoipa::OpenApi;
 
     use super::*;
 
     async fn get(path: &str) -> (StatusCode, String, String) {
-        let response = router()
-            .oneshot(Request::get(path).body(Body::empty()).expect("request"))
-            .await
-            .expect("response");
-        let status = response.status();
-        let content_type = response
-            .headers()
+        let request = Request::get(path).body(Body::empty()).expect("request");
+        let (status, headers, body) = crate::test_util::send(&router(), request).await;
+        let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let body = axum::body::to_bytes(response.into_body(), 16 * 1024 * 1024)
-            .await
-            .expect("body");
-        (
-            status,
-            content_type,
-            String::from_utf8_lossy(&body).into_owned(),
-        )
+        (status, content_type, body)
     }
 
     #[tokio::test]
