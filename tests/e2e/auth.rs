@@ -313,3 +313,36 @@ async fn a_provider_whose_discovery_names_another_issuer_is_not_trusted() {
     let response = axum::response::IntoResponse::into_response(refusal);
     assert_eq!(response.status(), 503);
 }
+
+#[tokio::test]
+async fn the_token_command_prints_a_token_order_api_accepts() {
+    let output = tokio::process::Command::new(catga_tests::binary("order-api"))
+        .args(["token", "--sub", "c-42", "--role", "admin", "--ttl", "10m"])
+        .env(keys::JWT_SECRET, JWT_SECRET)
+        .output()
+        .await
+        .expect("run order-api token");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout).expect("utf-8");
+    let validator =
+        Validator::new(&settings(&[(keys::JWT_SECRET, JWT_SECRET)])).expect("validator");
+    assert_eq!(
+        validator.validate(token.trim()).await.expect("valid"),
+        caller("c-42", true)
+    );
+
+    let output = tokio::process::Command::new(catga_tests::binary("order-api"))
+        .args(["token", "--sub", "c-42"])
+        .env_remove(keys::JWT_SECRET)
+        .output()
+        .await
+        .expect("run order-api token");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains(keys::JWT_SECRET), "{stderr}");
+}

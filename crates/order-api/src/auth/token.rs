@@ -99,6 +99,7 @@ impl TokenSigner {
 #[derive(Debug, Parser)]
 #[command(
     name = "order-api token",
+    bin_name = "order-api token",
     about = "Prints an HS256 bearer token signed with Auth__JwtSecret (claim names, issuer and audience from Auth__*)"
 )]
 pub struct TokenArgs {
