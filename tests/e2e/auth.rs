@@ -51,6 +51,7 @@ async fn rs256_es256_and_hs256_tokens_are_accepted_with_the_admin_role_from_any_
     let validator = Validator::new(&settings).expect("validator");
     let admin = json!({"role": "admin"});
 
+    assert_eq!(validator.fetch_keys().await.expect("keys"), Some(2));
     let token = rsa.sign(&provider.claims("c-1"));
     assert_eq!(
         validator.validate(&token).await.expect("RS256"),
@@ -118,9 +119,16 @@ async fn each_bad_token_is_refused_with_its_reason_and_counted() {
     let ec = SigningKey::ec("ec-1");
     let rogue = SigningKey::ec("rogue");
     let provider = IdentityProvider::start(&[&rsa, &ec]).await;
-    let authenticator = Authenticator::Tokens(std::sync::Arc::new(
-        Validator::new(&provider_settings(&provider)).expect("validator"),
-    ));
+    // The recorder first, as a service installs it at start-up.
+    catga_core::telemetry::metrics_handle();
+    let authenticator =
+        Authenticator::tokens(Validator::new(&provider_settings(&provider)).expect("validator"));
+    assert!(
+        catga_core::telemetry::metrics_handle()
+            .render()
+            .contains("reason=\"keys_unavailable\""),
+        "every reason is exported from the start"
+    );
     let now = jsonwebtoken::get_current_timestamp();
     let good = provider.claims("c-1");
 
@@ -307,6 +315,11 @@ async fn a_provider_whose_discovery_names_another_issuer_is_not_trusted() {
     let validator =
         Validator::new(&settings(&[(keys::AUTH_AUTHORITY, &impostor)])).expect("validator");
     let token = rsa.sign(&with(provider.claims("c-1"), json!({"iss": impostor})));
+    let err = validator
+        .fetch_keys()
+        .await
+        .expect_err("the start-up check reports it");
+    assert!(err.to_string().contains("impostor"), "{err}");
     let refusal = validator.validate(&token).await.expect_err("untrusted");
     assert!(matches!(refusal, Refusal::KeysUnavailable), "{refusal}");
     assert_eq!(provider.jwks_fetches(), 0, "keys are not even fetched");

@@ -151,19 +151,11 @@ impl KeyStore {
         let may_fetch = last_fetch.is_none_or(|at| at.elapsed() >= self.refresh_cooldown);
         if may_fetch {
             *last_fetch = Some(Instant::now());
-            match self.fetch().await {
-                Ok(keys) => {
-                    tracing::info!(keys = keys.len(), "signing keys fetched");
-                    let fetched = Arc::new(KeySet {
-                        keys,
-                        fetched_at: Some(Instant::now()),
-                    });
-                    *self.current.write().unwrap_or_else(PoisonError::into_inner) = fetched;
-                }
-                Err(err) => tracing::warn!(
+            if let Err(err) = self.fetch_and_store().await {
+                tracing::warn!(
                     error = %with_causes(&err),
                     "cannot refresh the identity provider's signing keys"
-                ),
+                );
             }
         }
         drop(last_fetch);
@@ -173,6 +165,26 @@ impl KeyStore {
             None if current.fetched_at.is_none() => Lookup::Unavailable,
             None => Lookup::Unknown,
         }
+    }
+
+    /// Fetches the key set now (at start-up, to find a misconfigured
+    /// provider early): how many usable keys it holds.
+    pub async fn refresh(&self) -> Result<usize, KeyFetchError> {
+        let mut last_fetch = self.last_fetch.lock().await;
+        *last_fetch = Some(Instant::now());
+        self.fetch_and_store().await
+    }
+
+    async fn fetch_and_store(&self) -> Result<usize, KeyFetchError> {
+        let keys = self.fetch().await?;
+        let count = keys.len();
+        tracing::info!(keys = count, "signing keys fetched");
+        let fetched = Arc::new(KeySet {
+            keys,
+            fetched_at: Some(Instant::now()),
+        });
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fetched;
+        Ok(count)
     }
 
     async fn fetch(&self) -> Result<Vec<(Option<String>, Arc<VerificationKey>)>, KeyFetchError> {

@@ -91,6 +91,16 @@ impl Validator {
         })
     }
 
+    /// Fetches the identity provider's keys now, so a wrong authority or an
+    /// unreachable provider is reported at start-up rather than on the first
+    /// request. `Ok(None)` without a provider; `Ok(Some(n))`: `n` usable keys.
+    pub async fn fetch_keys(&self) -> Result<Option<usize>, KeyFetchError> {
+        match &self.provider {
+            Some(provider) => provider.refresh().await.map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// The caller `token` proves, or why it proves nothing.
     pub async fn validate(&self, token: &str) -> Result<Caller, Refusal> {
         let hint = key_hint(token)?;
