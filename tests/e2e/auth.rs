@@ -137,6 +137,11 @@ async fn each_bad_token_is_refused_with_its_reason_and_counted() {
         b64url(br#"{"alg":"none","typ":"JWT","kid":"rsa-1"}"#),
         b64url(good.to_string().as_bytes())
     );
+    let unknown_algorithm = format!(
+        "{}.{}.c2ln",
+        b64url(br#"{"alg":"XS512","kid":"rsa-1"}"#),
+        b64url(good.to_string().as_bytes())
+    );
     let tampered = {
         let token = rsa.sign(&good);
         let (message, signature) = token.rsplit_once('.').expect("three parts");
@@ -174,6 +179,7 @@ async fn each_bad_token_is_refused_with_its_reason_and_counted() {
 
     let cases: Vec<(&str, String, &str)> = vec![
         ("alg none", unsigned, "algorithm"),
+        ("unknown alg", unknown_algorithm, "algorithm"),
         (
             "expired",
             rsa.sign(&with(good.clone(), json!({"exp": now - 600}))),

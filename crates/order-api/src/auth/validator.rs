@@ -104,7 +104,9 @@ impl Validator {
     /// The caller `token` proves, or why it proves nothing.
     pub async fn validate(&self, token: &str) -> Result<Caller, Refusal> {
         let hint = key_hint(token)?;
-        if hint.alg.eq_ignore_ascii_case("none") {
+        // `none` (any case) and names no key could have are refused before
+        // any key is looked up; the key's own algorithm is enforced below.
+        if hint.alg.parse::<Algorithm>().is_err() {
             return Err(Refusal::Algorithm);
         }
         let key = self.key_for(hint.kid.as_deref()).await?;
