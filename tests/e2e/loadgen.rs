@@ -11,6 +11,8 @@ async fn loadgen(args: &[&str]) -> Output {
     tokio::process::Command::new(binary("loadgen"))
         .args(args)
         .args(["--json", "--quiet"])
+        // A token per customer, as an authenticating order-api needs.
+        .env(loadgen::cli::JWT_SECRET_ENV, catga_tests::JWT_SECRET)
         .output()
         .await
         .expect("run loadgen")

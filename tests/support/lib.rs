@@ -7,6 +7,7 @@
 #![allow(clippy::missing_panics_doc)]
 
 mod api;
+mod jwks;
 mod otlp;
 mod process;
 mod servers;
@@ -14,6 +15,7 @@ mod system;
 mod webhook;
 
 pub use api::*;
+pub use jwks::*;
 pub use otlp::*;
 pub use process::*;
 pub use servers::*;

@@ -26,6 +26,10 @@ impl Loadgen {
         let output = tokio::process::Command::new(&self.program)
             .args(args)
             .args(["--json", "--quiet"])
+            // Orders carry a token per customer, signed with the secret the
+            // test system's order-api validates (the environment keeps it
+            // out of the process list).
+            .env(loadgen::cli::JWT_SECRET_ENV, catga_tests::JWT_SECRET)
             .stdin(Stdio::null())
             .output()
             .await

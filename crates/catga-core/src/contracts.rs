@@ -109,6 +109,10 @@ pub mod metrics {
     pub const DEPENDENCY_UP: &str = "catga_dependency_up";
     /// Gauge `{service}`: 1 while the readiness probe would answer 200.
     pub const READY: &str = "catga_ready";
+    /// Counter `{service, reason}`: requests refused for their bearer token
+    /// (`missing`, `malformed`, `algorithm`, `unknown_key`, `signature`,
+    /// `expired`, `not_yet_valid`, `audience`, `issuer`, `claims`, `keys_unavailable`).
+    pub const AUTH_REFUSALS: &str = "catga_auth_refusals_total";
 }
 
 /// Service names as they appear in the `service` metric label and in logs.

@@ -8,7 +8,9 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 use crate::{
-    Error, baseline,
+    Error,
+    auth::{LoadAuth, Redacted},
+    baseline,
     driver::{self, Counters, Plan},
     progress,
     report::LoadShape,
@@ -102,6 +104,20 @@ pub struct OrdersArgs {
     /// Open loop: at most this many POSTs in flight.
     #[arg(long, default_value_t = 1024)]
     pub max_in_flight: usize,
+    /// Send `Authorization: Bearer <token>`; every order is then the
+    /// token's `sub` customer's. Prefer the environment variable: arguments
+    /// are visible to other users of the machine.
+    #[arg(
+        long,
+        env = "LOADGEN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "jwt_secret"
+    )]
+    pub token: Option<Redacted>,
+    /// order-api's `Auth__JwtSecret`: mint an HS256 token per customer, so
+    /// each customer's orders are placed and followed with its own token.
+    #[arg(long, env = JWT_SECRET_ENV, hide_env_values = true)]
+    pub jwt_secret: Option<Redacted>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -126,6 +142,10 @@ pub struct OutputArgs {
     #[arg(long, short)]
     pub quiet: bool,
 }
+
+/// The environment variable of `--jwt-secret` (the way to pass it without
+/// showing it in the process list).
+pub const JWT_SECRET_ENV: &str = "LOADGEN_JWT_SECRET";
 
 /// Closed-loop clients when neither --rate nor --concurrency is given.
 pub const DEFAULT_CONCURRENCY: usize = 32;
@@ -161,6 +181,12 @@ impl OrdersArgs {
                 idempotency_prefix: self
                     .idempotency_keys
                     .then(|| format!("loadgen-{}", uuid::Uuid::now_v7().simple())),
+                fixed_customer: None,
+            },
+            auth: match (&self.token, &self.jwt_secret) {
+                (Some(token), _) => LoadAuth::Token(token.clone()),
+                (None, Some(secret)) => LoadAuth::PerCustomer(secret.clone()),
+                (None, None) => LoadAuth::None,
             },
             follow: !self.no_follow,
             follow_timeout: self.follow_timeout,
@@ -259,6 +285,34 @@ mod tests {
         assert_eq!(plan.workload.products.len(), default_catalog().len());
         assert!(plan.follow);
         assert!(plan.workload.idempotency_prefix.is_none());
+    }
+
+    #[test]
+    fn a_token_or_a_secret_authenticates_the_run() {
+        let parse = |extra: &[&str]| {
+            let mut args = vec!["loadgen", "orders"];
+            args.extend_from_slice(extra);
+            Cli::try_parse_from(args)
+        };
+        let plan = |cli: Cli| {
+            let Command::Orders(args) = cli.command else {
+                panic!("orders expected")
+            };
+            args.plan()
+        };
+        assert_eq!(plan(parse(&[]).expect("parses")).auth, LoadAuth::None);
+        let with_secret = plan(parse(&["--jwt-secret", "s3cret"]).expect("parses"));
+        assert_eq!(
+            with_secret.auth,
+            LoadAuth::PerCustomer("s3cret".parse().expect("infallible"))
+        );
+        assert!(!format!("{with_secret:?}").contains("s3cret"));
+        let with_token = plan(parse(&["--token", "a.b.c"]).expect("parses"));
+        assert_eq!(
+            with_token.auth,
+            LoadAuth::Token("a.b.c".parse().expect("infallible"))
+        );
+        assert!(parse(&["--token", "a.b.c", "--jwt-secret", "s3cret"]).is_err());
     }
 
     #[test]

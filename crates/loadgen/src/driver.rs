@@ -19,12 +19,13 @@ use std::{
 };
 
 use catga_core::{contracts::headers, domain::OrderStatus};
-use reqwest::header::CONTENT_TYPE;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
 use time::OffsetDateTime;
 use tokio::{sync::Semaphore, task::JoinSet, time::Instant};
 
 use crate::{
+    auth::{AuthError, Credentials, LoadAuth, token_subject},
     report::{Latencies, LoadShape, Summary},
     workload::Workload,
 };
@@ -52,6 +53,8 @@ pub struct Plan {
     /// Open loop only: at most this many POSTs in flight; later ones wait
     /// (and their wait counts in their latency).
     pub max_in_flight: usize,
+    /// The `Authorization` the requests carry.
+    pub auth: LoadAuth,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,8 @@ pub enum LoadError {
     NoLoad,
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 /// Live counts, for the progress display.
@@ -107,6 +112,7 @@ struct OrderView {
 
 struct Run {
     plan: Plan,
+    credentials: Credentials,
     client: reqwest::Client,
     orders_url: String,
     counters: Arc<Counters>,
@@ -114,7 +120,7 @@ struct Run {
 }
 
 /// Runs `plan`, updating `counters` as it goes.
-pub async fn run(plan: Plan, counters: Arc<Counters>) -> Result<Summary, LoadError> {
+pub async fn run(mut plan: Plan, counters: Arc<Counters>) -> Result<Summary, LoadError> {
     let base = plan.base_url.trim_end_matches('/').to_owned();
     if !(base.starts_with("http://") || base.starts_with("https://")) {
         return Err(LoadError::Url(plan.base_url.clone()));
@@ -124,6 +130,13 @@ pub async fn run(plan: Plan, counters: Arc<Counters>) -> Result<Summary, LoadErr
         LoadShape::Concurrency { clients } if clients > 0 => {}
         _ => return Err(LoadError::NoLoad),
     }
+    if let LoadAuth::Token(token) = &plan.auth {
+        // A token is one customer's: every order is placed for it.
+        plan.workload.fixed_customer = Some(token_subject(token.expose())?);
+    }
+    // Valid until the last order could still be followed, with a margin.
+    let token_ttl = plan.duration + plan.follow_timeout + Duration::from_secs(3600);
+    let credentials = Credentials::new(&plan.auth, plan.workload.customers, token_ttl)?;
     let client = reqwest::Client::builder()
         .timeout(plan.request_timeout)
         .tcp_nodelay(true)
@@ -132,6 +145,7 @@ pub async fn run(plan: Plan, counters: Arc<Counters>) -> Result<Summary, LoadErr
     let run = Arc::new(Run {
         orders_url: format!("{base}/api/orders"),
         plan,
+        credentials,
         client,
         counters,
         record: Mutex::new(Record::default()),
@@ -216,13 +230,18 @@ impl Run {
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) {
         let due_wall = OffsetDateTime::now_utc() - due.elapsed();
+        let order = self.plan.workload.order(seq);
+        let authorization = self.credentials.for_customer(order.customer);
         let mut request = self
             .client
             .post(&self.orders_url)
             .header(CONTENT_TYPE, "application/json")
-            .body(self.plan.workload.body(seq));
+            .body(order.body);
         if let Some(key) = self.plan.workload.idempotency_key(seq) {
             request = request.header(headers::IDEMPOTENCY_KEY, key);
+        }
+        if let Some(value) = authorization {
+            request = request.header(AUTHORIZATION, value.clone());
         }
         let answer = match request.send().await {
             Ok(response) if response.status() == reqwest::StatusCode::ACCEPTED => {
@@ -249,13 +268,22 @@ impl Run {
             return;
         }
         match serde_json::from_slice::<OrderView>(&body) {
-            Ok(order) => self.follow(&order.order_id, due, due_wall).await,
+            Ok(view) => {
+                self.follow(&view.order_id, authorization, due, due_wall)
+                    .await;
+            }
             Err(_) => self.fail("202 without an order in the body".to_owned()),
         }
     }
 
     /// Reads the order until it is final.
-    async fn follow(&self, order_id: &str, due: Instant, due_wall: OffsetDateTime) {
+    async fn follow(
+        &self,
+        order_id: &str,
+        authorization: Option<&HeaderValue>,
+        due: Instant,
+        due_wall: OffsetDateTime,
+    ) {
         let url = format!("{}/{order_id}", self.orders_url);
         let deadline = due + self.plan.follow_timeout;
         loop {
@@ -270,7 +298,11 @@ impl Run {
             Counters::bump(&self.counters.follow_requests);
             // A failed read is retried until the deadline: the order was
             // accepted, so only its final state is in question.
-            let Ok(response) = self.client.get(&url).send().await else {
+            let mut request = self.client.get(&url);
+            if let Some(value) = authorization {
+                request = request.header(AUTHORIZATION, value.clone());
+            }
+            let Ok(response) = request.send().await else {
                 continue;
             };
             let Ok(order) = response.json::<OrderView>().await else {

@@ -8,8 +8,10 @@
 //! - [`progress`] shows a run as it goes;
 //! - [`baseline`] measures the ceilings: an HTTP echo server, JetStream
 //!   publish-with-ack and Redis `SET NX EX`;
+//! - [`auth`] gives requests bearer tokens (one fixed, or one per customer);
 //! - [`cli`] is the command line over all of them.
 
+pub mod auth;
 pub mod baseline;
 pub mod cli;
 pub mod driver;

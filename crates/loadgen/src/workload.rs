@@ -90,6 +90,22 @@ pub struct Workload {
     pub customers: u64,
     /// `Some(prefix)`: every order carries `Idempotency-Key: <prefix>-<n>`.
     pub idempotency_prefix: Option<String>,
+    /// `Some(id)`: every order is this customer's (the one a fixed `--token`
+    /// is for); otherwise customer `n` is `loadgen-<n>`.
+    pub fixed_customer: Option<String>,
+}
+
+/// One order of the run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedOrder {
+    /// Which of the run's customers places it (`0..customers`).
+    pub customer: u64,
+    pub body: Vec<u8>,
+}
+
+/// The id of simulated customer `index`.
+pub fn customer_id(index: u64) -> String {
+    format!("loadgen-{index}")
 }
 
 #[derive(Serialize)]
@@ -109,6 +125,11 @@ struct Line<'a> {
 impl Workload {
     /// The JSON body of order number `seq`.
     pub fn body(&self, seq: u64) -> Vec<u8> {
+        self.order(seq).body
+    }
+
+    /// Order number `seq`: who places it, and its JSON body.
+    pub fn order(&self, seq: u64) -> PlannedOrder {
         let mut draws = Draws(seq);
         let lines = self.lines.clamp(1, self.products.len());
         let mut chosen: Vec<usize> = Vec::with_capacity(lines);
@@ -127,12 +148,19 @@ impl Workload {
                 quantity: 1 + (draws.next() % u64::from(self.max_quantity.max(1))) as u32,
             })
             .collect();
+        let customer = draws.next() % self.customers.max(1);
         let body = OrderBody {
-            customer_id: format!("loadgen-{}", draws.next() % self.customers.max(1)),
+            customer_id: self
+                .fixed_customer
+                .clone()
+                .unwrap_or_else(|| customer_id(customer)),
             items,
         };
-        // Plain strings and integers always serialise.
-        serde_json::to_vec(&body).unwrap_or_default()
+        PlannedOrder {
+            customer,
+            // Plain strings and integers always serialise.
+            body: serde_json::to_vec(&body).unwrap_or_default(),
+        }
     }
 
     pub fn idempotency_key(&self, seq: u64) -> Option<String> {
@@ -168,6 +196,7 @@ mod tests {
             max_quantity: 3,
             customers: 10,
             idempotency_prefix: None,
+            fixed_customer: None,
         }
     }
 
@@ -194,6 +223,20 @@ mod tests {
             }
         }
         assert!((2800..3200).contains(&a), "A drawn {a} times of 4000");
+    }
+
+    #[test]
+    fn each_order_names_its_customer() {
+        let mut load = workload("A,B", 1);
+        for seq in 0..50 {
+            let order = load.order(seq);
+            let body: Value = serde_json::from_slice(&order.body).expect("json");
+            assert!(order.customer < 10);
+            assert_eq!(body["customerId"], customer_id(order.customer));
+        }
+        load.fixed_customer = Some("c-42".to_owned());
+        let body: Value = serde_json::from_slice(&load.body(3)).expect("json");
+        assert_eq!(body["customerId"], "c-42");
     }
 
     #[test]

@@ -1,10 +1,10 @@
 //! order-api settings.
 
-use std::fmt;
-
 use catga_core::config::{
     CatgaSettings, CommonSettings, ConfigError, Env, NatsSettings, RedisSettings, keys,
 };
+
+pub use crate::auth::JwtSecret;
 
 pub const DEFAULT_PORT: u16 = 8080;
 /// The service name the deployment guide looks for in Jaeger.
@@ -32,22 +32,6 @@ impl Distributed {
     }
 }
 
-/// The HS256 secret for admin tokens. Never printed.
-#[derive(Clone)]
-pub struct JwtSecret(String);
-
-impl JwtSecret {
-    pub fn expose(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-}
-
-impl fmt::Debug for JwtSecret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("JwtSecret(***)")
-    }
-}
-
 /// Enough for the 256 closed-loop clients of the benchmark at full speed
 /// with room; an overload beyond it is shed instead of queued, which keeps
 /// memory bounded (queued requests were 100 MB at 1024 in flight).
@@ -68,13 +52,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let jwt_secret = env.get(keys::JWT_SECRET).map(|s| JwtSecret(s.to_owned()));
-        if jwt_secret.as_ref().is_some_and(|s| s.0.len() < 32) {
-            return Err(ConfigError::new(
-                keys::JWT_SECRET,
-                "must be at least 32 characters (HS256 needs a 256-bit secret)",
-            ));
-        }
+        let jwt_secret = JwtSecret::from_env(env)?;
         Ok(Self {
             common: CommonSettings::from_env(env, DEFAULT_PORT, DEFAULT_SERVICE_NAME)?,
             catga: CatgaSettings::from_env(env)?,

@@ -6,8 +6,11 @@
 //! running in its own process (crate `catga-embedded`); this library never
 //! knows which.
 
+pub mod auth;
 pub mod config;
 pub mod http;
+#[cfg(test)]
+mod test_util;
 
 use std::sync::Arc;
 

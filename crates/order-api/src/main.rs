@@ -14,6 +14,10 @@ use tokio::net::TcpListener;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("token") {
+        let env = catga_core::config::Env::from_process();
+        return order_api::auth::token::command(std::env::args_os().skip(1), &env);
+    }
     catga_core::service::main(
         "order-api",
         Settings::from_env,

@@ -37,5 +37,21 @@ pub const LOG_FORMAT: &str = "Logging__Format";
 pub const WEBHOOK_URL: &str = "Notification__WebhookUrl";
 pub const WEBHOOK_TIMEOUT_SECONDS: &str = "Notification__WebhookTimeoutSeconds";
 
-// Administration.
+// Authentication and administration.
 pub const JWT_SECRET: &str = "Auth__JwtSecret";
+/// The identity provider's issuer URL; its OIDC discovery document gives the keys.
+pub const AUTH_AUTHORITY: &str = "Auth__Authority";
+/// A JWKS URL used directly (instead of discovery).
+pub const AUTH_JWKS_URL: &str = "Auth__JwksUrl";
+/// The `iss` tokens must carry (defaults to the authority).
+pub const AUTH_ISSUER: &str = "Auth__Issuer";
+/// The `aud` tokens must carry, when set.
+pub const AUTH_AUDIENCE: &str = "Auth__Audience";
+/// The claim naming the customer (default `sub`).
+pub const AUTH_CUSTOMER_CLAIM: &str = "Auth__CustomerClaim";
+/// The claim carrying roles (default `role`).
+pub const AUTH_ADMIN_CLAIM: &str = "Auth__AdminClaim";
+/// The value of that claim that makes an admin (default `admin`).
+pub const AUTH_ADMIN_VALUE: &str = "Auth__AdminValue";
+/// `true` lets a distributed order-api run without authentication.
+pub const AUTH_ALLOW_ANONYMOUS: &str = "Auth__AllowAnonymous";

@@ -245,7 +245,7 @@ fn unauthorized() -> Problem {
 }
 
 /// A dependency is away: the client should retry.
-fn unavailable(detail: &'static str) -> Problem {
+pub(crate) fn unavailable(detail: &'static str) -> Problem {
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",

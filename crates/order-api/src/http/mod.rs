@@ -2,6 +2,7 @@
 //! (`error.rs`); the `Idempotency-Key` flow of order creation is in
 //! `idempotency.rs`.
 
+pub mod docs;
 mod error;
 mod extract;
 mod idempotency;
@@ -26,6 +27,7 @@ use catga_core::{
 use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
 use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer};
 
+pub(crate) use error::unavailable;
 pub use error::{ApiError, RETRY_AFTER_SECONDS};
 pub use orders::{CreateOrderRequest, OrderItemRequest, OrderPage};
 pub use products::{AdminClaims, ProductUpsert};
@@ -69,11 +71,12 @@ pub fn app(state: AppState, health: Health) -> Router {
         .route("/api/orders/{order_id}/cancel", post(orders::cancel))
         .route("/api/products", get(products::list))
         .route("/api/products/{product_id}", put(products::upsert))
-        .route("/api/openapi.json", get(openapi::document))
+        .route(docs::OPENAPI_PATH, get(openapi::document))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(admission);
-    api.merge(catga_core::health::router(health))
+    api.merge(docs::router())
+        .merge(catga_core::health::router(health))
         .merge(telemetry::metrics_router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
