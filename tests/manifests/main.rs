@@ -310,14 +310,12 @@ fn images_are_what_the_docker_build_produces_and_pinned() {
             .expect("image");
         let expected = format!("catga/{}:{version}", app.service);
         assert_eq!(image, expected, "{}", deployment.describe());
-        let dockerfile = root().join("docker").join(app.service).join("Dockerfile");
-        if let Ok(text) = std::fs::read_to_string(&dockerfile) {
-            assert!(
-                text.contains(&expected),
-                "{} does not build {expected}",
-                dockerfile.display()
-            );
-        }
+        let stage = dockerfile_stage(app.service, &expected);
+        assert!(
+            stage.contains(&format!(r#"ENTRYPOINT ["/usr/local/bin/{}"]"#, app.service)),
+            "docker/Dockerfile: stage {} runs another binary",
+            app.service
+        );
     }
     let mut with_tools = all.clone();
     with_tools.extend(model::tool_objects());
@@ -332,6 +330,26 @@ fn images_are_what_the_docker_build_produces_and_pinned() {
             );
         }
     }
+}
+
+/// The stage `target` of docker/Dockerfile (one per image), checked to be the
+/// one its documented build command tags `image`.
+fn dockerfile_stage(target: &str, image: &str) -> String {
+    let text =
+        std::fs::read_to_string(root().join("docker/Dockerfile")).expect("docker/Dockerfile");
+    assert!(
+        text.contains(&format!(
+            "docker build -f docker/Dockerfile --target {target} -t {image} ."
+        )),
+        "docker/Dockerfile does not say how to build {image} from target {target}"
+    );
+    let header = format!("FROM runtime AS {target}\n");
+    let start = text
+        .find(&header)
+        .unwrap_or_else(|| panic!("docker/Dockerfile has no stage {target} on the runtime base"));
+    let rest = &text[start + header.len()..];
+    let end = rest.find("\nFROM ").map_or(rest.len(), |i| i + 1);
+    rest[..end].to_owned()
 }
 
 #[test]
@@ -1071,17 +1089,12 @@ fn loadgen_job_runs_the_image_against_the_order_api_service_once() {
     );
     assert_eq!(job.namespace(), Some(model::NAMESPACE), "{what}");
 
-    // The image docker/loadgen/Dockerfile builds, its entrypoint running `orders`.
+    // The image target loadgen of docker/Dockerfile builds, its entrypoint running `orders`.
     let container = model::main_container(job);
     let expected = format!("catga/loadgen:{}", env!("CARGO_PKG_VERSION"));
     assert_eq!(container["image"], expected.as_str(), "{what}");
-    let dockerfile = std::fs::read_to_string(root().join("docker/loadgen/Dockerfile"))
-        .expect("docker/loadgen/Dockerfile");
-    assert!(
-        dockerfile.contains(&format!("-t {expected} .")),
-        "docker/loadgen/Dockerfile does not build {expected}"
-    );
-    assert!(dockerfile.contains(r#"ENTRYPOINT ["/usr/local/bin/loadgen"]"#));
+    let stage = dockerfile_stage(LOADGEN, &expected);
+    assert!(stage.contains(r#"ENTRYPOINT ["/usr/local/bin/loadgen"]"#));
     assert!(
         container["command"].is_null(),
         "{what}: the image's entrypoint runs"
