@@ -129,8 +129,11 @@ pub async fn prometheus(dir: &Path, jobs: &[(&str, Vec<String>)]) -> Prometheus 
         })).collect::<Vec<_>>(),
     });
     let config_path = dir.join("prometheus.yml");
-    std::fs::write(&config_path, serde_norway::to_string(&config).expect("YAML"))
-        .expect("write prometheus.yml");
+    std::fs::write(
+        &config_path,
+        serde_norway::to_string(&config).expect("YAML"),
+    )
+    .expect("write prometheus.yml");
     let port = free_port();
     let process = Process::spawn(
         "prometheus",
@@ -345,7 +348,10 @@ async fn redis_alerts_select_a_real_redis_near_maxmemory_and_a_broken_replica() 
         .parse()
         .expect("used_memory");
     let limit = used_bytes * 100 / 95;
-    redis_cli(master.port, &["CONFIG", "SET", "maxmemory", &limit.to_string()]);
+    redis_cli(
+        master.port,
+        &["CONFIG", "SET", "maxmemory", &limit.to_string()],
+    );
     until_selected(
         &prometheus,
         "memory near maxmemory",
