@@ -19,38 +19,18 @@ variable "TAG" {
   default = "0.1.0"
 }
 
-group "default" {
-  targets = ["order-api", "order-service", "notification-service", "loadgen"]
-}
-
-target "_common" {
+# One target per image, each a stage of docker/Dockerfile (a matrix target:
+# Buildx 0.12 or later). `docker buildx bake ... order-api` builds one.
+target "default" {
+  name       = image
+  matrix = {
+    image = ["order-api", "order-service", "notification-service", "loadgen"]
+  }
   context    = "."
   dockerfile = "docker/Dockerfile"
+  target     = image
+  tags       = ["${REGISTRY}/${image}:${TAG}"]
   args = {
     VERSION = TAG
   }
-}
-
-target "order-api" {
-  inherits = ["_common"]
-  target   = "order-api"
-  tags     = ["${REGISTRY}/order-api:${TAG}"]
-}
-
-target "order-service" {
-  inherits = ["_common"]
-  target   = "order-service"
-  tags     = ["${REGISTRY}/order-service:${TAG}"]
-}
-
-target "notification-service" {
-  inherits = ["_common"]
-  target   = "notification-service"
-  tags     = ["${REGISTRY}/notification-service:${TAG}"]
-}
-
-target "loadgen" {
-  inherits = ["_common"]
-  target   = "loadgen"
-  tags     = ["${REGISTRY}/loadgen:${TAG}"]
 }

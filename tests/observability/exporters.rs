@@ -117,46 +117,6 @@ pub async fn redis_exporter(name: &str, redis_port: u16, dir: &Path) -> (Process
     (process, port)
 }
 
-/// Prometheus scraping `targets` (job -> addresses) every second, with the
-/// alert rules loaded; ready to query.
-pub async fn prometheus(dir: &Path, jobs: &[(&str, Vec<String>)]) -> Prometheus {
-    let config = json!({
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [crate::root().join("docker/observability/prometheus/alerts.yml")],
-        "scrape_configs": jobs.iter().map(|(job, targets)| json!({
-            "job_name": job,
-            "static_configs": [{"targets": targets}],
-        })).collect::<Vec<_>>(),
-    });
-    let config_path = dir.join("prometheus.yml");
-    std::fs::write(
-        &config_path,
-        serde_norway::to_string(&config).expect("YAML"),
-    )
-    .expect("write prometheus.yml");
-    let port = free_port();
-    let process = Process::spawn(
-        "prometheus",
-        program("prometheus"),
-        vec![
-            format!("--config.file={}", config_path.display()),
-            format!("--storage.tsdb.path={}", dir.join("data").display()),
-            format!("--web.listen-address=127.0.0.1:{port}"),
-            "--log.level=warn".to_owned(),
-        ],
-        HashMap::new(),
-        dir,
-    );
-    let prometheus = Prometheus {
-        base: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::new(),
-        process,
-    };
-    wait_for_port(port, Duration::from_secs(20)).await;
-    prometheus.wait_ready().await;
-    prometheus
-}
-
 fn redis_cli(port: u16, args: &[&str]) -> String {
     let output = std::process::Command::new(program("redis-cli"))
         .arg("-p")
@@ -175,7 +135,7 @@ fn info_field(port: u16, section: &str, field: &str) -> String {
         .unwrap_or_else(|| panic!("INFO {section} has no {field}"))
 }
 
-/// The instances an alert's expression selects now.
+/// The instances an expression selects now.
 async fn selected(prometheus: &Prometheus, expr: &str) -> BTreeSet<String> {
     prometheus
         .query(expr)
@@ -185,25 +145,36 @@ async fn selected(prometheus: &Prometheus, expr: &str) -> BTreeSet<String> {
         .collect()
 }
 
-async fn until_selected(
-    prometheus: &Prometheus,
-    what: &str,
-    expr: &str,
-    expected: &BTreeSet<String>,
-) {
+/// Waits until `expr` selects exactly the one instance `instance`.
+async fn until_selected(prometheus: &Prometheus, expr: &str, instance: &str) {
+    let expected = BTreeSet::from([instance.to_owned()]);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let now = selected(prometheus, expr).await;
-        if &now == expected {
+        if now == expected {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{what}: `{expr}` selects {now:?}, expected {expected:?}\nprometheus log:\n{}",
+            "`{expr}` selects {now:?}, expected {expected:?}\nprometheus log:\n{}",
             prometheus.process.logs()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// A redis-server on a free loopback port, nothing saved, with `extra` arguments.
+async fn redis_server(extra: &[String]) -> Server {
+    Server::start("redis-server", |port, data| {
+        let mut args: Vec<String> = ["--port", &port.to_string(), "--bind", "127.0.0.1"]
+            .map(str::to_owned)
+            .to_vec();
+        args.extend(["--dir".to_owned(), data.display().to_string()]);
+        args.extend(["--save".to_owned(), String::new()]);
+        args.extend_from_slice(extra);
+        args
+    })
+    .await
 }
 
 /// A real master and replica, each with a real redis_exporter, scraped by a
@@ -215,41 +186,12 @@ async fn until_selected(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_alerts_select_a_real_redis_near_maxmemory_and_a_broken_replica() {
     let dir = tempfile::TempDir::new().expect("temp dir");
-    let master = Server::start("redis-server", |port, data| {
-        [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            &data.display().to_string(),
-            "--save",
-            "",
-            "--maxmemory-policy",
-            "noeviction",
-        ]
-        .map(str::to_owned)
-        .to_vec()
-    })
-    .await;
-    let master_port = master.port;
-    let replica = Server::start("redis-server", |port, data| {
-        [
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            &data.display().to_string(),
-            "--save",
-            "",
-            "--replicaof",
-            "127.0.0.1",
-            &master_port.to_string(),
-        ]
-        .map(str::to_owned)
-        .to_vec()
-    })
+    let master = redis_server(&["--maxmemory-policy".to_owned(), "noeviction".to_owned()]).await;
+    let replica = redis_server(&[
+        "--replicaof".to_owned(),
+        "127.0.0.1".to_owned(),
+        master.port.to_string(),
+    ])
     .await;
     // A generous maxmemory first: healthy.
     redis_cli(master.port, &["CONFIG", "SET", "maxmemory", "256mb"]);
@@ -259,12 +201,12 @@ async fn redis_alerts_select_a_real_redis_near_maxmemory_and_a_broken_replica() 
         redis_exporter("redis-exporter-replica", replica.port, dir.path()).await;
     let master_instance = format!("127.0.0.1:{master_metrics}");
     let replica_instance = format!("127.0.0.1:{replica_metrics}");
-    let prometheus = prometheus(
+    let prometheus = crate::start_prometheus(
         dir.path(),
-        &[(
-            "redis",
-            vec![master_instance.clone(), replica_instance.clone()],
-        )],
+        vec![json!({
+            "job_name": "redis",
+            "static_configs": [{"targets": [&master_instance, &replica_instance]}],
+        })],
     )
     .await;
 
@@ -281,20 +223,8 @@ async fn redis_alerts_select_a_real_redis_near_maxmemory_and_a_broken_replica() 
     let none = BTreeSet::new();
 
     // The replica is linked and both are scraped.
-    until_selected(
-        &prometheus,
-        "replica linked",
-        "redis_master_link_up == 1",
-        &BTreeSet::from([replica_instance.clone()]),
-    )
-    .await;
-    until_selected(
-        &prometheus,
-        "master sees its replica",
-        "redis_connected_slaves == 1",
-        &BTreeSet::from([master_instance.clone()]),
-    )
-    .await;
+    until_selected(&prometheus, "redis_master_link_up == 1", &replica_instance).await;
+    until_selected(&prometheus, "redis_connected_slaves == 1", &master_instance).await;
 
     // Every redis_ name of the dashboard and the alerts is exported.
     let exported: BTreeSet<String> = prometheus
@@ -354,9 +284,8 @@ async fn redis_alerts_select_a_real_redis_near_maxmemory_and_a_broken_replica() 
     );
     until_selected(
         &prometheus,
-        "memory near maxmemory",
         &expr("CatgaRedisMemoryNearMax"),
-        &BTreeSet::from([master_instance.clone()]),
+        &master_instance,
     )
     .await;
 
@@ -365,18 +294,11 @@ async fn redis_alerts_select_a_real_redis_near_maxmemory_and_a_broken_replica() 
     master.process.kill();
     until_selected(
         &prometheus,
-        "replication broken",
         &expr("CatgaRedisReplicationBroken"),
-        &BTreeSet::from([replica_instance.clone()]),
+        &replica_instance,
     )
     .await;
-    until_selected(
-        &prometheus,
-        "Redis down",
-        &expr("CatgaRedisDown"),
-        &BTreeSet::from([master_instance.clone()]),
-    )
-    .await;
+    until_selected(&prometheus, &expr("CatgaRedisDown"), &master_instance).await;
     prometheus.process.kill();
     drop(replica);
 }

@@ -540,6 +540,44 @@ impl Prometheus {
     }
 }
 
+/// A real `prometheus` (Debian package) scraping `scrape_configs` every
+/// second with the alert rules loaded, on a free port; returns once ready.
+async fn start_prometheus(dir: &Path, scrape_configs: Vec<Value>) -> Prometheus {
+    let config = json!({
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [root().join("docker/observability/prometheus/alerts.yml")],
+        "scrape_configs": scrape_configs,
+    });
+    let config_path = dir.join("prometheus.yml");
+    std::fs::write(
+        &config_path,
+        serde_norway::to_string(&config).expect("YAML"),
+    )
+    .expect("write prometheus.yml");
+    let port = free_port();
+    let process = Process::spawn(
+        "prometheus",
+        catga_tests::program("prometheus"),
+        vec![
+            format!("--config.file={}", config_path.display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--log.level=warn".to_owned(),
+        ],
+        HashMap::new(),
+        dir,
+    );
+    let prometheus = Prometheus {
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::new(),
+        process,
+    };
+    wait_for_port(port, Duration::from_secs(20)).await;
+    // Prometheus answers 503 until its storage is open and the rules loaded.
+    prometheus.wait_ready().await;
+    prometheus
+}
+
 /// Whether the guide's queries (and a few sharper ones) show the traffic; `Err` says what is missing.
 async fn traffic_visible(prometheus: &Prometheus) -> Result<Vec<String>, String> {
     let mut report = Vec::new();
@@ -600,7 +638,6 @@ async fn traffic_visible(prometheus: &Prometheus) -> Result<Vec<String>, String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_services_and_the_guide_queries_return_data() {
-    let binary = catga_tests::program("prometheus");
     let started = Instant::now();
     let system = System::start().await;
     let api = system.client();
@@ -628,42 +665,18 @@ async fn prometheus_scrapes_the_services_and_the_guide_queries_return_data() {
         .chain(std::iter::once(&system.notifications))
         .map(|s| json!({"targets": [format!("127.0.0.1:{}", s.port)], "labels": {"app": s.name}}))
         .collect();
-    let config = json!({
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [root().join("docker/observability/prometheus/alerts.yml")],
-        "scrape_configs": [{
-            "job_name": "catga-pods",
-            "static_configs": targets,
-            "relabel_configs": [{"target_label": "namespace", "replacement": NAMESPACE}],
-        }, exporters::redis_job(redis_exporter_port)],
-    });
-    let config_path = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config_path,
-        serde_norway::to_string(&config).expect("YAML"),
-    )
-    .expect("write prometheus.yml");
-    let port = free_port();
-    let process = Process::spawn(
-        "prometheus",
-        binary,
-        vec![
-            format!("--config.file={}", config_path.display()),
-            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-            format!("--web.listen-address=127.0.0.1:{port}"),
-            "--log.level=warn".to_owned(),
-        ],
-        HashMap::new(),
+    let prometheus = start_prometheus(
         dir.path(),
-    );
-    let prometheus = Prometheus {
-        base: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::new(),
-        process,
-    };
-    wait_for_port(port, Duration::from_secs(20)).await;
-    // Prometheus answers 503 until its storage is open and the rules loaded.
-    prometheus.wait_ready().await;
+        vec![
+            json!({
+                "job_name": "catga-pods",
+                "static_configs": targets,
+                "relabel_configs": [{"target_label": "namespace", "replacement": NAMESPACE}],
+            }),
+            exporters::redis_job(redis_exporter_port),
+        ],
+    )
+    .await;
 
     // Every target scraped successfully.
     let deadline = Instant::now() + Duration::from_secs(20);
