@@ -10,6 +10,11 @@
 # (Auth__JwtSecret of order-api, >= 32 characters), grafana-admin-password.
 # Values may be given instead of generated: REDIS_PASSWORD=... JWT_SECRET=...
 # GRAFANA_ADMIN_PASSWORD=... (hex or other characters without quotes or spaces).
+# Webhooks, only when given (nothing is generated for them):
+#   ALERT_WEBHOOK_URL=https://...         -> alertmanager-webhook-url: where
+#       Alertmanager posts alerts (Alertmanager does not start without it);
+#   NOTIFICATION_WEBHOOK_URL=https://...  -> notification-webhook-url:
+#       notification-service's Notification__WebhookUrl (log lines without it).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,11 +29,22 @@ if ((${#jwt_secret} < 32)); then
   exit 2
 fi
 
+webhooks=()
+if [[ -n "${ALERT_WEBHOOK_URL:-}" ]]; then
+  webhooks+=(--from-literal=alertmanager-webhook-url="$ALERT_WEBHOOK_URL")
+else
+  echo "create-secrets.sh: ALERT_WEBHOOK_URL is not set: Alertmanager will not start until the Secret has alertmanager-webhook-url" >&2
+fi
+if [[ -n "${NOTIFICATION_WEBHOOK_URL:-}" ]]; then
+  webhooks+=(--from-literal=notification-webhook-url="$NOTIFICATION_WEBHOOK_URL")
+fi
+
 manifest() {
   kubectl create secret generic catga-secrets --namespace catga-cluster \
     --from-literal=redis-password="$redis_password" \
     --from-literal=jwt-secret="$jwt_secret" \
     --from-literal=grafana-admin-password="$grafana_password" \
+    "${webhooks[@]}" \
     --dry-run=client -o yaml | sed '/^  creationTimestamp: null$/d'
 }
 

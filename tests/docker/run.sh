@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Container test of the Catga order system: the real docker/*/Dockerfile and
+# Container test of the Catga order system: the real docker/Dockerfile and
 # docker/compose.yaml, on a machine whose Docker engine has no registry.
 #
 #   1. makes local stand-ins for every base image they name (standins.sh);
-#   2. builds the images with the commands docs/containers.md gives (the three
-#      services and loadgen) and checks each: non-root, read-only root
+#   2. builds the images with the commands docs/containers.md gives (one
+#      target of docker/Dockerfile per image: the three services and loadgen)
+#      and checks each: non-root, read-only root
 #      filesystem, no shell, size, labels; the services answer /health,
 #      loadgen runs and refuses bad arguments with status 2;
 #   3. brings the Compose stack up (not the observability profile's Grafana
-#      and Jaeger, which cannot be made locally; Prometheus is);
+#      and Jaeger, which cannot be made locally; Prometheus is); the deps
+#      profile (NATS and Redis alone on loopback ports) separately;
 #   4. drives it with the loadgen image on the stack's network (fixed rate,
 #      every order followed to its final state);
 #   5. places orders while one NATS node and one order-service replica are
@@ -61,8 +63,12 @@ compose() { "${COMPOSE[@]}" -p "$PROJECT" "${COMPOSE_FILES[@]}" "$@"; }
 project_containers() { docker ps -aq --filter "label=com.docker.compose.project=$PROJECT" "$@"; }
 service_containers() { docker ps -q --filter "label=com.docker.compose.project=$PROJECT" --filter "label=com.docker.compose.service=$1"; }
 
+DEPS_PROJECT="$PROJECT-deps"
+deps_compose() { "${COMPOSE[@]}" -p "$DEPS_PROJECT" -f docker/compose.yaml --profile deps "$@"; }
+
 teardown() {
     local ids
+    deps_compose down -v -t 5 >"$WORK/deps-down.log" 2>&1 || true
     for c in "${STANDALONE[@]}"; do docker rm -f "$c" >/dev/null 2>&1 || true; done
     STANDALONE=()
     compose --profile observability down -v --remove-orphans -t 10 >"$WORK/down.log" 2>&1 || true
@@ -116,10 +122,12 @@ ensure_standins
 STANDIN_SECONDS=$((SECONDS - t))
 echo "stand-ins ready in ${STANDIN_SECONDS}s"
 
-# Every FROM of the Dockerfiles and every image of the Compose file (but the
-# ones built here, and Grafana/Jaeger of the observability profile) exists.
-mapfile -t FROMS < <(awk 'toupper($1)=="FROM" {print $2}' docker/*/Dockerfile | sort -u)
-mapfile -t COMPOSE_IMAGES < <("${COMPOSE[@]}" -f docker/compose.yaml --profile observability config \
+# Every FROM of the Dockerfile (but its own stages) and every image of the
+# Compose file (but the ones built here, and Grafana/Jaeger of the
+# observability profile) exists.
+mapfile -t FROMS < <(awk 'toupper($1)=="FROM" {print $2} toupper($3)=="AS" {print "stage:" $4}' docker/Dockerfile \
+    | awk '/^stage:/ {stages[substr($0, 7)] = 1; next} {froms[$0] = 1} END {for (f in froms) if (!(f in stages)) print f}' | sort -u)
+mapfile -t COMPOSE_IMAGES < <("${COMPOSE[@]}" -f docker/compose.yaml --profile observability --profile deps config \
     | awk '$1=="image:" {print $2}' | sort -u)
 for image in "${FROMS[@]}" "${COMPOSE_IMAGES[@]}"; do
     case "$image" in
@@ -131,17 +139,19 @@ done
 
 ###########################################################################
 say "2. images: built with the commands of docs/containers.md"
-mapfile -t BUILD_CMDS < <(grep -E '^docker build -f docker/[a-z-]+/Dockerfile ' docs/containers.md)
+mapfile -t BUILD_CMDS < <(grep -E '^docker build -f docker/Dockerfile --target [a-z-]+ ' docs/containers.md)
 check "docs/containers.md gives one build command per image (${#BUILD_CMDS[@]})" \
     test "${#BUILD_CMDS[@]}" -eq $((${#SERVICES[@]} + ${#TOOLS[@]}))
 for image in "${SERVICES[@]}" "${TOOLS[@]}"; do
-    check "docs/containers.md builds catga/$image:$VERSION from docker/$image/Dockerfile" \
-        bash -c "printf '%s\n' \"\$@\" | grep -q -- '-f docker/$image/Dockerfile -t catga/$image:$VERSION '" _ "${BUILD_CMDS[@]}"
+    check "docs/containers.md builds catga/$image:$VERSION from target $image of docker/Dockerfile" \
+        bash -c "printf '%s\n' \"\$@\" | grep -q -- '-f docker/Dockerfile --target $image -t catga/$image:$VERSION '" _ "${BUILD_CMDS[@]}"
+    check "docker/docker-bake.hcl builds image $image (its matrix)" \
+        bash -c "grep -E '^ *image = \\[' docker/docker-bake.hcl | grep -q '\"$image\"'"
 done
 declare -A BUILD_SECONDS
 BEFORE_BUILD="$(docker ps -aq)"
 for cmd in "${BUILD_CMDS[@]}"; do
-    svc="$(sed -E 's|.*docker/([a-z-]+)/Dockerfile.*|\1|' <<<"$cmd")"
+    svc="$(sed -E 's|.*--target ([a-z-]+) .*|\1|' <<<"$cmd")"
     echo "\$ $cmd"
     t=$SECONDS
     if bash -c "$cmd" >"$WORK/build-$svc.log" 2>&1; then
@@ -226,11 +236,50 @@ else
 fi
 
 ###########################################################################
+# The README's "Running distributed" path: only NATS and Redis, published on
+# loopback ports, for services started with `cargo run`.
+say "3a. Compose deps profile ($DEPS_PROJECT)"
+export DEPS_NATS_PORT="$(free_port)" DEPS_REDIS_PORT="$(free_port)"
+deps_compose up -d deps-nats deps-redis >"$WORK/deps-up.log" 2>&1 || { cat "$WORK/deps-up.log"; fail "compose --profile deps up"; }
+nats_answers() {  # a NATS server greets every client with INFO
+    local deadline=$((SECONDS + 30))
+    while ((SECONDS < deadline)); do
+        timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1 && head -c 4 <&3" 2>/dev/null | grep -q INFO && return 0
+        sleep 0.5
+    done
+    return 1
+}
+redis_answers() {
+    local deadline=$((SECONDS + 30))
+    while ((SECONDS < deadline)); do
+        python3 - "$1" <<'PY' && return 0
+import socket, sys
+try:
+    s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=2)
+    s.sendall(b"PING\r\n")
+    sys.exit(0 if s.recv(16).startswith(b"+PONG") else 1)
+except OSError:
+    sys.exit(1)
+PY
+        sleep 0.5
+    done
+    return 1
+}
+check "deps profile: NATS answers on 127.0.0.1:$DEPS_NATS_PORT" nats_answers "$DEPS_NATS_PORT"
+check "deps profile: Redis answers PING on 127.0.0.1:$DEPS_REDIS_PORT" redis_answers "$DEPS_REDIS_PORT"
+check "deps profile: NATS and Redis only (two containers)" \
+    test "$(docker ps -q --filter "label=com.docker.compose.project=$DEPS_PROJECT" | wc -l)" -eq 2
+check "deps profile: ports published on loopback only" bash -c \
+    "! docker ps --filter 'label=com.docker.compose.project=$DEPS_PROJECT' --format '{{.Ports}}' | grep -q '0.0.0.0'"
+deps_compose down -v -t 5 >"$WORK/deps-down.log" 2>&1 || fail "compose --profile deps down"
+
+###########################################################################
 say "3. Compose stack ($PROJECT, ${COMPOSE[*]})"
 export ORDER_API_PORT="$(free_port)"
 export PROMETHEUS_PORT="$(free_port)"
 export REDIS_PASSWORD="it-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-export CATGA_VERSION="$VERSION"
+export CATGA_TAG="$VERSION"
+unset CATGA_REGISTRY
 API="http://127.0.0.1:$ORDER_API_PORT"
 t=$SECONDS
 compose up -d --no-build >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log"; fail "compose up"; }

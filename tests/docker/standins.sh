@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds local stand-ins for every upstream image that docker/*/Dockerfile and
+# Builds local stand-ins for every upstream image that docker/Dockerfile and
 # docker/compose.yaml name, so that those files are used unchanged on a machine
 # that can reach Debian's package mirror and crates.io but no container
 # registry. Sourced by tests/docker/run.sh; can also be run on its own.
@@ -14,12 +14,12 @@ REPO_ROOT="$(cd "$STANDINS_DIR/../.." && pwd)"
 CACHE_DIR="${CATGA_DOCKER_CACHE:-/var/cache/catga-docker-test}"
 RECIPE_LABEL=org.catga.test.recipe
 
-# The names the project's Dockerfiles and Compose file use. Keep in sync with
-# docker/*/Dockerfile (FROM) and docker/compose.yaml (image:); run.sh checks.
+# The names the project's Dockerfile and Compose file use. Keep in sync with
+# docker/Dockerfile (FROM) and docker/compose.yaml (image:); run.sh checks.
 IMG_RUST="rust:1.95.0-slim-bookworm"
 IMG_RUNTIME="gcr.io/distroless/cc-debian12:nonroot"
-IMG_NATS="nats:2.10.22-alpine"
-IMG_REDIS="redis:7.2.5-alpine"
+IMG_NATS="nats:2.12.15-alpine"
+IMG_REDIS="redis:7.2.12-alpine"
 IMG_PROMETHEUS="prom/prometheus:v2.54.1"
 # Test-only helpers (not referenced by docker/).
 IMG_BASE_REPO="catga-test/bookworm"

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Static verification of the Kubernetes manifests (no cluster needed):
 #   1. generated files are in step with their sources (k8s/tools/sync.sh --check);
-#   2. every kustomize entry point renders with `kubectl kustomize`;
-#   3. every manifest, rendered overlay and the generated Secret validate in
+#   2. every kustomize entry point renders with `kubectl kustomize`: base, dev,
+#      production, production with the KEDA component, the example in another
+#      namespace (k8s/kustomize/other-namespace), and the plain manifests
+#      retargeted at another registry with the one-liner of docs/kubernetes.md;
+#   3. every manifest, rendering and the generated Secret validate in
 #      strict mode against the Kubernetes schemas of each version in K8S_VERSIONS
 #      (PyPI kubernetes-validate);
 #   4. checkov's Kubernetes policies pass on the manifests and rendered overlays
@@ -50,14 +53,33 @@ ls k8s/*.yml
 
 step "render kustomize entry points"
 rm -rf "$out" && mkdir -p "$out"
-for overlay in base dev production; do
-  kubectl kustomize "k8s/kustomize/$overlay" > "$out/$overlay.yml"
-  echo "k8s/kustomize/$overlay -> target/k8s-rendered/$overlay.yml ($(grep -c '^kind:' "$out/$overlay.yml") objects)"
+render() { # name dir
+  kubectl kustomize "$2" > "$out/$1.yml"
+  echo "$2 -> target/k8s-rendered/$1.yml ($(grep -c '^kind:' "$out/$1.yml") objects)"
+}
+for overlay in base dev production other-namespace; do
+  render "$overlay" "k8s/kustomize/$overlay"
 done
-k8s/tools/create-secrets.sh --print > "$out/catga-secrets.example.yml"
+render production-keda tests/k8s/overlays/production-keda
+grep -q '^kind: ScaledObject' "$out/production-keda.yml"
+! grep -q '^kind: ScaledObject' "$out/production.yml"
+ALERT_WEBHOOK_URL=https://alerts.example.invalid/hook NOTIFICATION_WEBHOOK_URL=https://orders.example.invalid/hook \
+  k8s/tools/create-secrets.sh --print > "$out/catga-secrets.example.yml"
+
+step "plain manifests retargeted at another registry (docs/kubernetes.md one-liner)"
+# The line of docs/kubernetes.md, with `kubectl apply -f -` replaced by a file.
+retarget="$(grep -m1 -E "^ *awk 'FNR==1" docs/kubernetes.md | sed -E 's/^ +//')"
+[[ "$retarget" == *"| kubectl apply -f -" ]] || { echo "docs/kubernetes.md: no retarget one-liner" >&2; exit 1; }
+bash -c "${retarget%| kubectl apply -f -}" > "$out/retargeted.yml"
+grep -E '^ +image: ' "$out/retargeted.yml" | sort -u
+if grep -E '^ +image: catga/' "$out/retargeted.yml"; then echo "an image kept its catga/ name" >&2; exit 1; fi
+[[ "$(grep -cE '^ +image: registry\.example/team/(order-api|order-service|notification-service):1\.2\.3$' "$out/retargeted.yml")" == 3 ]] \
+  || { echo "the three service images are not registry.example/team/...:1.2.3" >&2; exit 1; }
+[[ "$(grep -c '^kind:' "$out/retargeted.yml")" == "$(cat k8s/*.yml | grep -c '^kind:')" ]]
 
 # k8s/tools/*.yml: the on-demand workloads (toolbox pod, load generator Job).
-manifests=(k8s/*.yml k8s/tools/*.yml "$out/dev.yml" "$out/production.yml")
+manifests=(k8s/*.yml k8s/tools/*.yml "$out/dev.yml" "$out/production.yml" "$out/production-keda.yml"
+           "$out/other-namespace.yml" "$out/retargeted.yml")
 
 step "kubernetes-validate --strict"
 for v in $K8S_VERSIONS; do

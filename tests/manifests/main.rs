@@ -167,13 +167,17 @@ pub fn secret_value(key: &str) -> String {
     format!("{key}-test-value-{}", "x".repeat(32))
 }
 
-/// The manifest environment of `app`, secrets filled with test values.
+/// The manifest environment of `app`, secrets filled with test values. The
+/// optional ones (webhook URLs, only in the Secret when an operator gives
+/// them) are left unset, as in a default install.
 pub fn manifest_env(objects: &[Object], app: &App) -> BTreeMap<String, String> {
     let deployment = find(objects, "Deployment", app.service);
     let env = model::env_of(model::main_container(deployment));
     let mut all = env.values;
     for (name, (_secret, key)) in env.secrets {
-        all.insert(name, secret_value(&key));
+        if !env.optional.contains(&name) {
+            all.insert(name, secret_value(&key));
+        }
     }
     all
 }
@@ -203,9 +207,11 @@ fn k8s_top_level_holds_only_manifests_namespace_first() {
         "the namespace must be the first object applied"
     );
     for o in &all[1..] {
+        // ClusterRole/ClusterRoleBinding: kubelet metrics (nodes are cluster-scoped).
+        let expected = (!o.is_cluster_scoped()).then_some(model::NAMESPACE);
         assert_eq!(
             o.namespace(),
-            Some(model::NAMESPACE),
+            expected,
             "{} must live in {}",
             o.describe(),
             model::NAMESPACE
@@ -312,14 +318,12 @@ fn images_are_what_the_docker_build_produces_and_pinned() {
             .expect("image");
         let expected = format!("catga/{}:{version}", app.service);
         assert_eq!(image, expected, "{}", deployment.describe());
-        let dockerfile = root().join("docker").join(app.service).join("Dockerfile");
-        if let Ok(text) = std::fs::read_to_string(&dockerfile) {
-            assert!(
-                text.contains(&expected),
-                "{} does not build {expected}",
-                dockerfile.display()
-            );
-        }
+        let stage = dockerfile_stage(app.service, &expected);
+        assert!(
+            stage.contains(&format!(r#"ENTRYPOINT ["/usr/local/bin/{}"]"#, app.service)),
+            "docker/Dockerfile: stage {} runs another binary",
+            app.service
+        );
     }
     let mut with_tools = all.clone();
     with_tools.extend(model::tool_objects());
@@ -334,6 +338,26 @@ fn images_are_what_the_docker_build_produces_and_pinned() {
             );
         }
     }
+}
+
+/// The stage `target` of docker/Dockerfile (one per image), checked to be the
+/// one its documented build command tags `image`.
+fn dockerfile_stage(target: &str, image: &str) -> String {
+    let text =
+        std::fs::read_to_string(root().join("docker/Dockerfile")).expect("docker/Dockerfile");
+    assert!(
+        text.contains(&format!(
+            "docker build -f docker/Dockerfile --target {target} -t {image} ."
+        )),
+        "docker/Dockerfile does not say how to build {image} from target {target}"
+    );
+    let header = format!("FROM runtime AS {target}\n");
+    let start = text
+        .find(&header)
+        .unwrap_or_else(|| panic!("docker/Dockerfile has no stage {target} on the runtime base"));
+    let rest = &text[start + header.len()..];
+    let end = rest.find("\nFROM ").map_or(rest.len(), |i| i + 1);
+    rest[..end].to_owned()
 }
 
 #[test]
@@ -430,14 +454,10 @@ fn connection_settings_point_at_the_manifests_services() {
     assert_eq!(headless.spec()["clusterIP"], "None");
     let client_port =
         resolve_port(model::main_container(nats), &Value::from("client")).expect("client port");
+    // Relative to the namespace (pod DNS through the headless Service): no
+    // namespace and no cluster domain to go stale.
     let expected: Vec<String> = (0..replicas)
-        .map(|i| {
-            format!(
-                "nats://nats-{i}.{}.{}.svc.cluster.local:{client_port}",
-                headless.name(),
-                model::NAMESPACE
-            )
-        })
+        .map(|i| format!("nats://nats-{i}.{}:{client_port}", headless.name()))
         .collect();
     for app in &APPS {
         let values = manifest_env(&all, app);
@@ -549,12 +569,19 @@ fn selectors_and_targets_resolve() {
                     target["kind"].as_str().expect("kind"),
                     target["name"].as_str().expect("name"),
                 );
-                let replicas = w.spec()["replicas"].as_u64().expect("replicas");
+                // The HPA owns the scale: a replica count in the Deployment
+                // would reset it on every apply.
+                assert!(
+                    w.spec()["replicas"].is_null(),
+                    "{} sets replicas although {} scales it",
+                    w.describe(),
+                    o.describe()
+                );
                 let (min, max) = (
                     o.spec()["minReplicas"].as_u64().expect("min"),
                     o.spec()["maxReplicas"].as_u64().expect("max"),
                 );
-                assert!(min <= replicas && replicas <= max, "{}", o.describe());
+                assert!(1 <= min && min <= max, "{}", o.describe());
                 for c in model::all_containers(w.pod()) {
                     assert!(
                         !c["resources"]["requests"]["cpu"].is_null(),
@@ -562,25 +589,29 @@ fn selectors_and_targets_resolve() {
                     );
                 }
             }
-            "RoleBinding" => {
+            "RoleBinding" | "ClusterRoleBinding" => {
                 let role = find(
                     &all,
-                    "Role",
+                    o.value["roleRef"]["kind"].as_str().expect("role kind"),
                     o.value["roleRef"]["name"].as_str().expect("role"),
                 );
                 for s in o.value["subjects"].as_array().expect("subjects") {
                     find(&all, "ServiceAccount", s["name"].as_str().expect("sa"));
+                    assert_eq!(s["namespace"], model::NAMESPACE, "{}", o.describe());
                 }
                 assert!(role.value["rules"][0]["verbs"].as_array().expect("verbs").iter().all(|v| ["get", "list", "watch"].contains(&v.as_str().unwrap_or_default())));
             }
             _ => {}
         }
     }
-    // ConfigMaps and Secrets the pods use exist (or are the generated Secret).
+    // ConfigMaps, claims and Secrets the pods use exist (or are the generated Secret).
     for w in &pods {
         for v in w.pod()["spec"]["volumes"].as_array().into_iter().flatten() {
             if let Some(name) = v["configMap"]["name"].as_str() {
                 find(&all, "ConfigMap", name);
+            }
+            if let Some(name) = v["persistentVolumeClaim"]["claimName"].as_str() {
+                find(&all, "PersistentVolumeClaim", name);
             }
         }
         if let Some(sa) = w.pod()["spec"]["serviceAccountName"].as_str() {
@@ -594,7 +625,19 @@ fn numbers_are_the_guides() {
     let all = objects();
     for app in &APPS {
         let d = find(&all, "Deployment", app.service);
-        assert_eq!(d.spec()["replicas"], app.replicas, "{}", app.service);
+        // The guide's replica count is the HPA's floor; the Deployment sets none.
+        assert!(d.spec()["replicas"].is_null(), "{}", d.describe());
+        assert_eq!(
+            find(
+                &all,
+                "HorizontalPodAutoscaler",
+                &format!("{}-hpa", app.service)
+            )
+            .spec()["minReplicas"],
+            app.replicas,
+            "{}: the guide's replicas",
+            app.service
+        );
         assert_eq!(d.spec()["strategy"]["type"], "RollingUpdate");
         assert_eq!(d.spec()["strategy"]["rollingUpdate"]["maxSurge"], 1);
         assert_eq!(d.spec()["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
@@ -712,15 +755,19 @@ fn numbers_are_the_guides() {
             Some(8222)
         );
     }
+    // A rolling restart moves on only when this node is fully current (its
+    // streams and consumers caught up), not merely when JetStream is enabled.
+    assert_eq!(
+        nats["startupProbe"]["httpGet"]["path"], "/healthz",
+        "the startupProbe waits for full health"
+    );
     let nats_conf = find(&all, "ConfigMap", "nats-config").value["data"]["nats.conf"]
         .as_str()
         .expect("nats.conf")
         .to_owned();
     assert!(nats_conf.contains("jetstream {") && nats_conf.contains("cluster {"));
     for i in 0..3 {
-        assert!(nats_conf.contains(&format!(
-            "nats-route://nats-{i}.nats.catga-cluster.svc.cluster.local:6222"
-        )));
+        assert!(nats_conf.contains(&format!("nats-route://nats-{i}.nats:6222")));
     }
     let redis_conf = find(&all, "ConfigMap", "redis-config").value["data"]["redis.conf"]
         .as_str()
@@ -912,6 +959,23 @@ fn needed_flows(all: &[Object]) -> BTreeSet<(String, String, u16)> {
     }
     add("nats", "nats", 6222);
     add("redis", "redis", 6379);
+    // The exporters beside NATS and Redis, scraped by Prometheus on their
+    // `metrics` ports; alerts to Alertmanager.
+    for (app, port) in [("nats", 7777), ("redis", 9121)] {
+        let workload = find(all, "StatefulSet", app);
+        let exporter = model::all_containers(workload.pod())
+            .into_iter()
+            .find(|c| c["name"] == "exporter")
+            .unwrap_or_else(|| panic!("{}: no exporter", workload.describe()));
+        assert_eq!(
+            resolve_port(exporter, &Value::from("metrics")),
+            Some(port),
+            "{}",
+            workload.describe()
+        );
+        add("prometheus", app, port);
+    }
+    add("prometheus", "alertmanager", 9093);
     add("grafana", "prometheus", 9090);
     add("grafana", "jaeger", 16686);
     flows
@@ -1073,17 +1137,12 @@ fn loadgen_job_runs_the_image_against_the_order_api_service_once() {
     );
     assert_eq!(job.namespace(), Some(model::NAMESPACE), "{what}");
 
-    // The image docker/loadgen/Dockerfile builds, its entrypoint running `orders`.
+    // The image target loadgen of docker/Dockerfile builds, its entrypoint running `orders`.
     let container = model::main_container(job);
     let expected = format!("catga/loadgen:{}", env!("CARGO_PKG_VERSION"));
     assert_eq!(container["image"], expected.as_str(), "{what}");
-    let dockerfile = std::fs::read_to_string(root().join("docker/loadgen/Dockerfile"))
-        .expect("docker/loadgen/Dockerfile");
-    assert!(
-        dockerfile.contains(&format!("-t {expected} .")),
-        "docker/loadgen/Dockerfile does not build {expected}"
-    );
-    assert!(dockerfile.contains(r#"ENTRYPOINT ["/usr/local/bin/loadgen"]"#));
+    let stage = dockerfile_stage(LOADGEN, &expected);
+    assert!(stage.contains(r#"ENTRYPOINT ["/usr/local/bin/loadgen"]"#));
     assert!(
         container["command"].is_null(),
         "{what}: the image's entrypoint runs"
@@ -1220,9 +1279,10 @@ fn prometheus_discovers_the_namespace_pods_and_loads_the_rules() {
         .iter()
         .find(|j| j["job_name"] == "catga-pods")
         .expect("pod job");
+    // Its own namespace, whatever it is called.
     assert_eq!(
         job["kubernetes_sd_configs"],
-        serde_json::json!([{"role": "pod", "namespaces": {"names": [model::NAMESPACE]}}])
+        serde_json::json!([{"role": "pod", "namespaces": {"own_namespace": true}}])
     );
     let relabels = job["relabel_configs"].as_array().expect("relabels");
     let has = |source: &str, action: &str, target: Option<&str>| {
@@ -1287,6 +1347,104 @@ fn prometheus_discovers_the_namespace_pods_and_loads_the_rules() {
     );
     assert_eq!(pod["serviceAccountName"], "prometheus");
 
+    // Alerts go to the Alertmanager Service, on its port.
+    let targets = &config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"];
+    let (host, port) = targets[0]
+        .as_str()
+        .and_then(|t| t.split_once(':'))
+        .expect("alertmanager host:port");
+    let service = find(&all, "Service", host);
+    assert!(
+        service.spec()["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .any(|p| p["port"].as_u64() == port.parse().ok()),
+        "{host}:{port}"
+    );
+    let alertmanager = find(&all, "Deployment", "alertmanager");
+    let env = model::env_of(model::main_container(alertmanager));
+    assert!(
+        env.secrets
+            .values()
+            .any(|(secret, key)| secret == "catga-secrets"
+                && key == "alertmanager-webhook-url"
+                && generated_secret_keys().contains(key)),
+        "Alertmanager's webhook URL comes from Secret catga-secrets (create-secrets.sh)"
+    );
+
+    // The exporters' jobs keep the pods of their app on the port named `metrics`.
+    let job_of = |name: &str| {
+        config["scrape_configs"]
+            .as_array()
+            .expect("jobs")
+            .iter()
+            .find(|j| j["job_name"] == name)
+            .unwrap_or_else(|| panic!("no scrape job {name}"))
+            .clone()
+    };
+    for app in ["nats", "redis"] {
+        let job = job_of(app);
+        let keep = &job["relabel_configs"][0];
+        assert_eq!(keep["action"], "keep");
+        assert_eq!(keep["regex"], format!("{app};metrics"));
+        let statefulset = find(&all, "StatefulSet", app);
+        assert!(
+            model::all_containers(statefulset.pod())
+                .iter()
+                .any(|c| resolve_port(c, &Value::from("metrics")).is_some()),
+            "{}: no port named metrics",
+            statefulset.describe()
+        );
+    }
+    // Kubelet and cAdvisor: node discovery, the token, and a ClusterRole that
+    // may read node metrics bound to Prometheus' service account.
+    for name in ["kubelet", "cadvisor"] {
+        let job = job_of(name);
+        assert_eq!(job["kubernetes_sd_configs"][0]["role"], "node", "{name}");
+        assert!(
+            job["authorization"]["credentials_file"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("serviceaccount/token")),
+            "{name}"
+        );
+    }
+    assert_eq!(job_of("cadvisor")["metrics_path"], "/metrics/cadvisor");
+    let binding = all
+        .iter()
+        .find(|o| {
+            o.kind() == "ClusterRoleBinding" && o.value["subjects"][0]["name"] == "prometheus"
+        })
+        .expect("a ClusterRoleBinding for Prometheus");
+    let role = find(
+        &all,
+        "ClusterRole",
+        binding.value["roleRef"]["name"].as_str().expect("role"),
+    );
+    let resources: BTreeSet<&str> = role.value["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .flat_map(|r| r["resources"].as_array().into_iter().flatten())
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(resources, BTreeSet::from(["nodes", "nodes/metrics"]));
+    // Its TSDB on a claim.
+    let data = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == "data")
+        .expect("data volume");
+    let claim = find(
+        &all,
+        "PersistentVolumeClaim",
+        data["persistentVolumeClaim"]["claimName"]
+            .as_str()
+            .expect("Prometheus data on a PersistentVolumeClaim"),
+    );
+    assert!(!claim.spec()["resources"]["requests"]["storage"].is_null());
+
     // Grafana: datasources point at the Services, the dashboards at the mounted ConfigMap.
     let provisioning = &find(&all, "ConfigMap", "grafana-provisioning").value["data"];
     let datasources: Value = serde_norway::from_str(
@@ -1330,14 +1488,25 @@ fn prometheus_discovers_the_namespace_pods_and_loads_the_rules() {
 
 #[test]
 fn keda_scales_order_service_on_the_order_processing_backlog() {
-    let objs =
-        model::load_file(&root().join("k8s/kustomize/production/order-service-scaledobject.yml"));
+    let objs = model::load_file(
+        &root().join("k8s/kustomize/components/keda/order-service-scaledobject.yml"),
+    );
     let so = find(&objs, "ScaledObject", services::ORDER_SERVICE);
     assert_eq!(so.spec()["scaleTargetRef"]["name"], services::ORDER_SERVICE);
     let all = objects();
     let hpa = find(&all, "HorizontalPodAutoscaler", "order-service-hpa");
     assert_eq!(so.spec()["minReplicaCount"], hpa.spec()["minReplicas"]);
     assert_eq!(so.spec()["maxReplicaCount"], hpa.spec()["maxReplicas"]);
+    // A running install moves to KEDA: the ScaledObject adopts the HPA the
+    // base created (same name) instead of being rejected.
+    assert_eq!(
+        so.value["metadata"]["annotations"]["scaledobject.keda.sh/transfer-hpa-ownership"],
+        "true"
+    );
+    assert_eq!(
+        so.spec()["advanced"]["horizontalPodAutoscalerConfig"]["name"],
+        hpa.name()
+    );
     let trigger = so.spec()["triggers"]
         .as_array()
         .expect("triggers")
@@ -1352,60 +1521,356 @@ fn keda_scales_order_service_on_the_order_processing_backlog() {
         .get(keys::NATS_QUEUE_GROUP)
         .map_or(consumers::ORDER_PROCESSING, String::as_str);
     assert_eq!(m["consumer"], durable, "the durable order-service binds");
-    // The headless Service, so KEDA reaches the consumer leader by server name (= pod name).
+    // The headless Service of the namespace, so KEDA reaches the consumer
+    // leader by server name (= pod name); no cluster domain (search path).
     let endpoint = m["natsServerMonitoringEndpoint"]
         .as_str()
         .expect("endpoint");
-    assert_eq!(
-        endpoint,
-        format!("nats.{}.svc.cluster.local:8222", model::NAMESPACE)
-    );
+    assert_eq!(endpoint, format!("nats.{}.svc:8222", model::NAMESPACE));
     let conf = find(&all, "ConfigMap", "nats-config").value["data"]["nats.conf"]
         .as_str()
         .expect("conf")
         .to_owned();
     assert!(conf.contains("server_name: $POD_NAME"));
 
-    // When kubectl is here, the overlays render as intended.
-    let Some(rendered) = kustomize("production") else {
+    // When kubectl is here, the overlays render as intended: production
+    // without KEDA (no CRD needed), the component replacing the HPA.
+    let Some(production) = model::kustomize("k8s/kustomize/production") else {
         return;
     };
-    assert!(rendered.iter().any(|o| o.kind() == "ScaledObject"));
+    assert!(!production.iter().any(|o| o.kind() == "ScaledObject"));
+    find(&production, "HorizontalPodAutoscaler", "order-service-hpa");
+    let with_keda = model::kustomize("tests/k8s/overlays/production-keda").expect("renders");
+    assert!(with_keda.iter().any(|o| o.kind() == "ScaledObject"));
     assert!(
-        !rendered
+        !with_keda
             .iter()
             .any(|o| o.kind() == "HorizontalPodAutoscaler" && o.name() == "order-service-hpa"),
-        "KEDA owns order-service's HPA in production"
+        "KEDA owns order-service's HPA with the component"
     );
-    let dev = kustomize("dev").expect("dev renders");
-    for w in dev
-        .iter()
-        .filter(|o| matches!(o.kind(), "Deployment" | "StatefulSet"))
-    {
+    let dev = model::kustomize("k8s/kustomize/dev").expect("dev renders");
+    for w in dev.iter().filter(|o| o.kind() == "StatefulSet") {
         assert_eq!(w.spec()["replicas"], 1, "dev: {}", w.describe());
         assert!(w.spec()["volumeClaimTemplates"].is_null(), "dev: no PVC");
     }
+    for h in dev.iter().filter(|o| o.kind() == "HorizontalPodAutoscaler") {
+        assert_eq!(h.spec()["minReplicas"], 1, "dev: {}", h.describe());
+    }
     assert!(!dev.iter().any(|o| o.kind() == "PodDisruptionBudget"));
+    assert!(
+        !dev.iter().any(|o| o.kind() == "PersistentVolumeClaim"),
+        "dev: no PVC"
+    );
 }
 
-fn kustomize(overlay: &str) -> Option<Vec<Object>> {
-    let dir = root().join("k8s/kustomize").join(overlay);
-    let output = std::process::Command::new("kubectl")
-        .arg("kustomize")
-        .arg(&dir)
-        .output()
-        .ok()?;
+/// Every Deployment an HPA or a KEDA ScaledObject scales, in `objects`.
+fn autoscaled(objects: &[Object]) -> BTreeSet<String> {
+    objects
+        .iter()
+        .filter(|o| matches!(o.kind(), "HorizontalPodAutoscaler" | "ScaledObject"))
+        .map(|o| {
+            o.spec()["scaleTargetRef"]["name"]
+                .as_str()
+                .expect("scaleTargetRef.name")
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn autoscaled_deployments_set_no_replicas_in_any_rendering() {
+    let mut renderings = vec![("k8s/*.yml".to_owned(), objects())];
+    for dir in model::RENDERINGS {
+        let Some(objs) = model::kustomize(dir) else {
+            eprintln!("kubectl not installed: only k8s/*.yml checked");
+            break;
+        };
+        renderings.push((dir.to_owned(), objs));
+    }
+    for (what, objs) in &renderings {
+        let scaled = autoscaled(objs);
+        let names: BTreeSet<String> = APPS.iter().map(|a| a.service.to_owned()).collect();
+        assert_eq!(scaled, names, "{what}: the three services are autoscaled");
+        for name in &scaled {
+            let d = find(objs, "Deployment", name);
+            assert!(
+                d.spec()["replicas"].is_null(),
+                "{what}: {} sets spec.replicas; `kubectl apply` would reset the autoscaler's scale",
+                d.describe()
+            );
+        }
+    }
+    // The check itself: a Deployment with replicas under an HPA is caught.
+    let mut broken = objects();
+    let d = broken
+        .iter_mut()
+        .find(|o| o.kind() == "Deployment" && o.name() == services::ORDER_API)
+        .expect("order-api");
+    d.value["spec"]["replicas"] = Value::from(3);
     assert!(
-        output.status.success(),
-        "kubectl kustomize {overlay}: {}",
-        String::from_utf8_lossy(&output.stderr)
+        autoscaled(&broken)
+            .iter()
+            .any(|name| { !find(&broken, "Deployment", name).spec()["replicas"].is_null() }),
+        "a replica count on an autoscaled Deployment must be found"
     );
-    let path = std::env::temp_dir().join(format!(
-        "catga-kustomize-{overlay}-{}.yml",
-        std::process::id()
-    ));
-    std::fs::write(&path, &output.stdout).expect("write");
-    let objs = model::load_file(&path);
-    let _ = std::fs::remove_file(&path);
-    Some(objs)
+}
+
+#[test]
+fn images_retarget_from_one_place_per_path() {
+    let version = env!("CARGO_PKG_VERSION");
+    // Kustomize: the base's images block names every service image with the
+    // workspace version; the overlays add none of their own.
+    let base = model::load_file(&root().join("k8s/kustomize/base/kustomization.yaml"));
+    let images = base[0].value["images"]
+        .as_array()
+        .expect("images: in the base");
+    for app in &APPS {
+        let name = format!("catga/{}", app.service);
+        let entry = images
+            .iter()
+            .find(|i| i["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("the base's images: lacks {name}"));
+        assert_eq!(entry["newTag"], version, "{name}");
+    }
+    for overlay in ["dev", "production", "other-namespace"] {
+        let k =
+            model::load_file(&root().join(format!("k8s/kustomize/{overlay}/kustomization.yaml")));
+        assert!(
+            k[0].value["images"].is_null(),
+            "k8s/kustomize/{overlay}: images are set once, in the base"
+        );
+    }
+    // Compose: CATGA_REGISTRY and CATGA_TAG, defaulting to what the docs build.
+    let compose = std::fs::read_to_string(root().join("docker/compose.yaml")).expect("compose");
+    for app in &APPS {
+        assert!(
+            compose.contains(&format!(
+                "image: ${{CATGA_REGISTRY:-catga}}/{}:${{CATGA_TAG:-{version}}}",
+                app.service
+            )),
+            "docker/compose.yaml: {} not named from CATGA_REGISTRY/CATGA_TAG",
+            app.service
+        );
+    }
+    // The bake file: REGISTRY and TAG, with the same defaults.
+    let bake = std::fs::read_to_string(root().join("docker/docker-bake.hcl")).expect("bake");
+    assert!(bake.contains("variable \"REGISTRY\" {\n  default = \"catga\"\n}"));
+    assert!(bake.contains(&format!(
+        "variable \"TAG\" {{\n  default = \"{version}\"\n}}"
+    )));
+    assert!(
+        bake.contains("  target     = image\n  tags       = [\"${REGISTRY}/${image}:${TAG}\"]")
+    );
+    let matrix = bake
+        .split("image = [")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .expect("docker/docker-bake.hcl: the matrix of images");
+    let listed: BTreeSet<&str> = matrix
+        .split(',')
+        .map(|i| i.trim().trim_matches('"'))
+        .collect();
+    let images: BTreeSet<&str> = APPS.iter().map(|a| a.service).chain([LOADGEN]).collect();
+    assert_eq!(listed, images, "docker/docker-bake.hcl builds every image");
+    // Rendered, the base carries exactly the images block's names.
+    if let Some(rendered) = model::kustomize("k8s/kustomize/base") {
+        for app in &APPS {
+            let d = find(&rendered, "Deployment", app.service);
+            assert_eq!(
+                model::main_container(d)["image"],
+                format!("catga/{}:{version}", app.service)
+            );
+        }
+    }
+}
+
+#[test]
+fn names_follow_a_namespace_change() {
+    // In the manifests, addresses inside the namespace name no namespace and
+    // no cluster domain.
+    let all = objects();
+    let text: String = model::manifest_files()
+        .iter()
+        .map(|f| std::fs::read_to_string(f).expect("manifest"))
+        .collect();
+    assert!(
+        !text.contains("svc.cluster.local"),
+        "k8s/*.yml hard-wires the cluster domain"
+    );
+    for app in &APPS {
+        for (name, value) in manifest_env(&all, app) {
+            assert!(
+                !value.contains(model::NAMESPACE),
+                "{}: {name}={value} names the namespace",
+                app.service
+            );
+        }
+    }
+    // Rendered into another namespace (the documented example, KEDA
+    // included), nothing points back at catga-cluster.
+    let Some(moved) = model::kustomize("k8s/kustomize/other-namespace") else {
+        return;
+    };
+    let target = "catga-staging";
+    for o in &moved {
+        if o.kind() == "Namespace" {
+            assert_eq!(o.name(), target);
+        } else if !o.is_cluster_scoped() {
+            assert_eq!(o.namespace(), Some(target), "{}", o.describe());
+        }
+        for subject in o.value["subjects"].as_array().into_iter().flatten() {
+            assert_eq!(subject["namespace"], target, "{}", o.describe());
+        }
+        // The dashboard carries the guide's literal queries (their label
+        // value is the guide's namespace); nothing else may.
+        if o.kind() == "ConfigMap" && o.name() == "grafana-dashboards" {
+            continue;
+        }
+        let text = serde_json::to_string(&o.value).expect("JSON");
+        assert!(
+            !text.contains(model::NAMESPACE),
+            "{} still names {} after the namespace change",
+            o.describe(),
+            model::NAMESPACE
+        );
+    }
+    let so = find(&moved, "ScaledObject", services::ORDER_SERVICE);
+    assert_eq!(
+        so.spec()["triggers"][0]["metadata"]["natsServerMonitoringEndpoint"],
+        format!("nats.{target}.svc:8222")
+    );
+}
+
+#[test]
+fn notification_webhook_is_configurable_and_reachable() {
+    let all = objects();
+    let d = find(&all, "Deployment", services::NOTIFICATION_SERVICE);
+    let env = model::env_of(model::main_container(d));
+    let (secret, key) = env
+        .secrets
+        .get(keys::WEBHOOK_URL)
+        .unwrap_or_else(|| panic!("{} comes from a Secret", keys::WEBHOOK_URL));
+    assert_eq!(secret, "catga-secrets");
+    assert!(generated_secret_keys().contains(key), "{key}");
+    assert!(
+        env.optional.contains(keys::WEBHOOK_URL),
+        "without the key, notifications are log lines"
+    );
+    // Egress to HTTPS outside the cluster's private ranges.
+    let me = labels(d.pod());
+    let allowed = all.iter().filter(|o| o.kind() == "NetworkPolicy").any(|p| {
+        selects(&p.spec()["podSelector"], &me)
+            && p.spec()["egress"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|rule| {
+                    let public = rule["to"].as_array().into_iter().flatten().any(|peer| {
+                        peer["ipBlock"]["cidr"] == "0.0.0.0/0"
+                            && peer["ipBlock"]["except"]
+                                .as_array()
+                                .is_some_and(|e| e.iter().any(|c| c == "10.0.0.0/8"))
+                    });
+                    let https = rule["ports"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|p| p["port"] == 443);
+                    public && https
+                })
+    });
+    assert!(
+        allowed,
+        "no NetworkPolicy lets notification-service reach its webhook"
+    );
+}
+
+/// `(image, tag) -> files` from the "Pinned versions" table of docs/containers.md.
+fn documented_pins() -> BTreeMap<(String, String), BTreeSet<String>> {
+    let doc = std::fs::read_to_string(root().join("docs/containers.md")).expect("docs");
+    let section = doc
+        .split("## Pinned versions")
+        .nth(1)
+        .expect("docs/containers.md: Pinned versions")
+        .split("\n## ")
+        .next()
+        .unwrap_or_default();
+    section
+        .lines()
+        .filter(|l| l.starts_with("| `"))
+        .map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let unquote = |c: &str| c.trim_matches('`').to_owned();
+            let files = cells[3].split(", ").map(unquote).collect::<BTreeSet<_>>();
+            ((unquote(cells[1]), unquote(cells[2])), files)
+        })
+        .collect()
+}
+
+#[test]
+fn every_pinned_image_is_in_the_one_version_list() {
+    let pins = documented_pins();
+    assert!(pins.len() >= 10, "{pins:?}");
+    // Where images are named: manifests, tools, Compose, the Dockerfile, the
+    // test's stand-ins.
+    let mut files: Vec<String> = model::manifest_files()
+        .iter()
+        .chain(
+            std::fs::read_dir(root().join("k8s/tools"))
+                .expect("k8s/tools")
+                .map(|e| e.expect("entry").path())
+                .filter(|p| p.extension().is_some_and(|e| e == "yml"))
+                .collect::<Vec<_>>()
+                .iter(),
+        )
+        .map(|p| {
+            p.strip_prefix(root())
+                .expect("in the repository")
+                .display()
+                .to_string()
+        })
+        .filter(|f| f != "k8s/29-monitoring-generated.yml")
+        .collect();
+    files.extend(
+        [
+            "docker/compose.yaml",
+            "docker/Dockerfile",
+            "tests/docker/standins.sh",
+        ]
+        .map(String::from),
+    );
+    let mut found: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for file in &files {
+        let text = std::fs::read_to_string(root().join(file)).expect("file");
+        for line in text.lines() {
+            let line = line.trim();
+            let reference = line
+                .strip_prefix("image: ")
+                .or_else(|| line.strip_prefix("- image: "))
+                .or_else(|| line.strip_prefix("FROM "))
+                .or_else(|| {
+                    line.split_once("=\"")
+                        .filter(|(var, _)| var.starts_with("IMG_"))
+                        .map(|(_, rest)| rest.trim_end_matches('"'))
+                })
+                .map(|r| r.split_whitespace().next().unwrap_or_default());
+            let Some(reference) = reference else { continue };
+            // The project's own images and stages, and test-only helpers.
+            if reference.starts_with("catga")
+                || reference.starts_with("${")
+                || !reference.contains(':')
+            {
+                continue;
+            }
+            let (image, tag) = reference.rsplit_once(':').expect("image:tag");
+            found
+                .entry((image.to_owned(), tag.to_owned()))
+                .or_default()
+                .insert(file.clone());
+        }
+    }
+    assert_eq!(
+        found, pins,
+        "docs/containers.md \"Pinned versions\" must list every image:tag and exactly the files that pin it"
+    );
 }

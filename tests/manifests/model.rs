@@ -57,6 +57,13 @@ impl Object {
     pub fn describe(&self) -> String {
         format!("{}/{} ({})", self.kind(), self.name(), self.file)
     }
+    /// Objects that live outside any namespace.
+    pub fn is_cluster_scoped(&self) -> bool {
+        matches!(
+            self.kind(),
+            "Namespace" | "ClusterRole" | "ClusterRoleBinding"
+        )
+    }
 }
 
 /// Parses every YAML document of `path` (empty documents skipped).
@@ -107,6 +114,45 @@ pub fn tool_objects() -> Vec<Object> {
     files.sort();
     files.iter().flat_map(|f| load_file(f)).collect()
 }
+
+/// The objects `kubectl kustomize DIR` renders (DIR relative to the
+/// repository root), or None when kubectl is not installed.
+pub fn kustomize(dir: &str) -> Option<Vec<Object>> {
+    let output = std::process::Command::new("kubectl")
+        .arg("kustomize")
+        .arg(root().join(dir))
+        .output()
+        .ok()?;
+    assert!(
+        output.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8(output.stdout).expect("UTF-8");
+    Some(
+        serde_norway::Deserializer::from_str(&text)
+            .filter_map(|doc| {
+                let value = Value::deserialize(doc)
+                    .unwrap_or_else(|err| panic!("{dir} renders invalid YAML: {err}"));
+                (!value.is_null()).then(|| Object {
+                    file: format!("kustomize {dir}"),
+                    value,
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Every rendering the project ships or documents: the kustomize base, the
+/// dev and production overlays, production with the KEDA component, and the
+/// example in another namespace.
+pub const RENDERINGS: [&str; 5] = [
+    "k8s/kustomize/base",
+    "k8s/kustomize/dev",
+    "k8s/kustomize/production",
+    "tests/k8s/overlays/production-keda",
+    "k8s/kustomize/other-namespace",
+];
 
 pub fn find<'a>(objects: &'a [Object], kind: &str, name: &str) -> &'a Object {
     objects
@@ -207,11 +253,14 @@ pub fn resolve_port(container: &Value, port: &Value) -> Option<u16> {
 pub struct EnvSpec {
     pub values: BTreeMap<String, String>,
     pub secrets: BTreeMap<String, (String, String)>,
+    /// Secret references marked `optional: true` (unset when the key is absent).
+    pub optional: std::collections::BTreeSet<String>,
 }
 
 pub fn env_of(container: &Value) -> EnvSpec {
     let mut values = BTreeMap::new();
     let mut secrets = BTreeMap::new();
+    let mut optional = std::collections::BTreeSet::new();
     assert!(
         container["envFrom"].is_null(),
         "envFrom is not used: every variable is listed where it is set"
@@ -221,6 +270,9 @@ pub fn env_of(container: &Value) -> EnvSpec {
         if let Some(v) = e["value"].as_str() {
             values.insert(name, v.to_owned());
         } else if let Some(r) = e["valueFrom"]["secretKeyRef"].as_object() {
+            if r.get("optional").and_then(Value::as_bool) == Some(true) {
+                optional.insert(name.clone());
+            }
             secrets.insert(
                 name,
                 (
@@ -234,7 +286,11 @@ pub fn env_of(container: &Value) -> EnvSpec {
             panic!("unsupported env entry {e}");
         }
     }
-    EnvSpec { values, secrets }
+    EnvSpec {
+        values,
+        secrets,
+        optional,
+    }
 }
 
 /// Parses a Kubernetes quantity of CPU into millicores, or of memory into bytes.

@@ -12,8 +12,15 @@
 //! data, every dashboard query must evaluate, every rule must evaluate
 //! without error and none may fire on a healthy system.
 //!
-//! Run: `tests/observability/check.sh` (installs prometheus if missing), then
+//! The NATS and Redis rows and alerts read exporter metrics: `exporters.rs`
+//! checks them (Redis against a real redis_exporter, Debian's
+//! prometheus-redis-exporter, which the live test below also scrapes).
+//!
+//! Run: `tests/observability/check.sh` (installs prometheus and
+//! prometheus-redis-exporter if missing), then
 //! `cargo build --workspace --bins && cargo test -p catga-tests --test observability`.
+
+mod exporters;
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -61,9 +68,12 @@ const GUIDE_NAMESPACE_RATE: &str =
 const GUIDE_RATE_BY_SERVICE: &str = "sum(rate(catga_requests_total[1m])) by (service)";
 const GUIDE_P95: &str =
     "histogram_quantile(0.95, sum(rate(catga_request_duration_bucket[5m])) by (le))";
+/// The guide's container CPU query (cAdvisor, scraped from the kubelets in Kubernetes).
+const GUIDE_CONTAINER_CPU: &str =
+    r#"sum(rate(container_cpu_usage_seconds_total{namespace="catga-cluster"}[5m])) by (pod)"#;
 
 /// Alerts the operators rely on (docs/observability.md).
-const REQUIRED_ALERTS: [&str; 7] = [
+const REQUIRED_ALERTS: [&str; 12] = [
     "CatgaTargetDown",
     "CatgaInstanceNotReady",
     "CatgaServiceUnavailable",
@@ -71,6 +81,12 @@ const REQUIRED_ALERTS: [&str; 7] = [
     "CatgaHttpErrorRatioHigh",
     "CatgaConsumerLagGrowing",
     "CatgaDeadLetters",
+    // NATS and Redis themselves (the exporters beside them).
+    "CatgaNatsNodeDown",
+    "CatgaJetStreamStorageHigh",
+    "CatgaRedisDown",
+    "CatgaRedisMemoryNearMax",
+    "CatgaRedisReplicationBroken",
 ];
 
 fn root() -> PathBuf {
@@ -243,7 +259,27 @@ fn dashboard_refers_only_to_exported_metrics_and_shows_them_all() {
     for (source, expr) in &queries {
         assert!(!expr.trim().is_empty(), "{source}: empty query");
         used.extend(check_metrics(source, expr));
+        exporters::check_known(source, expr);
     }
+    // A row for NATS, for Redis and for the containers (the guide's CPU query).
+    let families: BTreeSet<exporters::Source> = queries
+        .iter()
+        .flat_map(|(_, expr)| exporters::exporter_metrics(expr))
+        .map(|(family, _)| family)
+        .collect();
+    assert_eq!(
+        families,
+        BTreeSet::from([
+            exporters::Source::Redis,
+            exporters::Source::Nats,
+            exporters::Source::Cadvisor
+        ]),
+        "dashboard rows for the NATS and Redis exporters and cAdvisor"
+    );
+    assert!(
+        queries.iter().any(|(_, expr)| expr == GUIDE_CONTAINER_CPU),
+        "the dashboard lacks the deployment guide's query {GUIDE_CONTAINER_CPU}"
+    );
     let missing: Vec<_> = METRICS.iter().filter(|m| !used.contains(*m)).collect();
     assert!(
         missing.is_empty(),
@@ -356,6 +392,7 @@ fn alert_rules_refer_only_to_exported_metrics_and_are_documented_and_tested() {
     for (name, rule) in &rules {
         let expr = rule["expr"].as_str().expect("expr");
         check_metrics(&format!("alert {name}"), expr);
+        exporters::check_known(&format!("alert {name}"), expr);
         assert!(
             matches!(
                 rule["labels"]["severity"].as_str(),
@@ -438,6 +475,28 @@ struct Prometheus {
 }
 
 impl Prometheus {
+    /// Waits until Prometheus answers ready (storage open, rules loaded).
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ready = self
+                .http
+                .get(format!("{}/-/ready", self.base))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "prometheus not ready; its log:\n{}",
+                self.process.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn get(&self, path: &str, params: &[(&str, &str)]) -> Value {
         let url =
             reqwest::Url::parse_with_params(&format!("{}{path}", self.base), params).expect("url");
@@ -479,6 +538,44 @@ impl Prometheus {
             other => panic!("{promql}: unexpected result type {other:?}"),
         }
     }
+}
+
+/// A real `prometheus` (Debian package) scraping `scrape_configs` every
+/// second with the alert rules loaded, on a free port; returns once ready.
+async fn start_prometheus(dir: &Path, scrape_configs: Vec<Value>) -> Prometheus {
+    let config = json!({
+        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+        "rule_files": [root().join("docker/observability/prometheus/alerts.yml")],
+        "scrape_configs": scrape_configs,
+    });
+    let config_path = dir.join("prometheus.yml");
+    std::fs::write(
+        &config_path,
+        serde_norway::to_string(&config).expect("YAML"),
+    )
+    .expect("write prometheus.yml");
+    let port = free_port();
+    let process = Process::spawn(
+        "prometheus",
+        catga_tests::program("prometheus"),
+        vec![
+            format!("--config.file={}", config_path.display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+            "--log.level=warn".to_owned(),
+        ],
+        HashMap::new(),
+        dir,
+    );
+    let prometheus = Prometheus {
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::new(),
+        process,
+    };
+    wait_for_port(port, Duration::from_secs(20)).await;
+    // Prometheus answers 503 until its storage is open and the rules loaded.
+    prometheus.wait_ready().await;
+    prometheus
 }
 
 /// Whether the guide's queries (and a few sharper ones) show the traffic; `Err` says what is missing.
@@ -541,7 +638,6 @@ async fn traffic_visible(prometheus: &Prometheus) -> Result<Vec<String>, String>
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_the_services_and_the_guide_queries_return_data() {
-    let binary = catga_tests::program("prometheus");
     let started = Instant::now();
     let system = System::start().await;
     let api = system.client();
@@ -559,66 +655,28 @@ async fn prometheus_scrapes_the_services_and_the_guide_queries_return_data() {
     }
 
     // Configured like the Kubernetes Prometheus (k8s/30-monitoring.yml): job
-    // catga-pods, labels app and namespace, the alert rules loaded.
+    // catga-pods, labels app and namespace, the alert rules loaded; job redis:
+    // a real redis_exporter beside the system's Redis.
     let dir = tempfile::TempDir::new().expect("temp dir");
+    let (_redis_exporter, redis_exporter_port) =
+        exporters::redis_exporter("redis-exporter", system.redis.0.port, dir.path()).await;
     let targets: Vec<Value> = std::iter::once(&system.api)
         .chain(&system.order_services)
         .chain(std::iter::once(&system.notifications))
         .map(|s| json!({"targets": [format!("127.0.0.1:{}", s.port)], "labels": {"app": s.name}}))
         .collect();
-    let config = json!({
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [root().join("docker/observability/prometheus/alerts.yml")],
-        "scrape_configs": [{
-            "job_name": "catga-pods",
-            "static_configs": targets,
-            "relabel_configs": [{"target_label": "namespace", "replacement": NAMESPACE}],
-        }],
-    });
-    let config_path = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config_path,
-        serde_norway::to_string(&config).expect("YAML"),
-    )
-    .expect("write prometheus.yml");
-    let port = free_port();
-    let process = Process::spawn(
-        "prometheus",
-        binary,
-        vec![
-            format!("--config.file={}", config_path.display()),
-            format!("--storage.tsdb.path={}", dir.path().join("data").display()),
-            format!("--web.listen-address=127.0.0.1:{port}"),
-            "--log.level=warn".to_owned(),
-        ],
-        HashMap::new(),
+    let prometheus = start_prometheus(
         dir.path(),
-    );
-    let prometheus = Prometheus {
-        base: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::new(),
-        process,
-    };
-    wait_for_port(port, Duration::from_secs(20)).await;
-    // Prometheus answers 503 until its storage is open and the rules loaded.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ready = prometheus
-            .http
-            .get(format!("{}/-/ready", prometheus.base))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if ready {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "prometheus not ready; its log:\n{}",
-            prometheus.process.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        vec![
+            json!({
+                "job_name": "catga-pods",
+                "static_configs": targets,
+                "relabel_configs": [{"target_label": "namespace", "replacement": NAMESPACE}],
+            }),
+            exporters::redis_job(redis_exporter_port),
+        ],
+    )
+    .await;
 
     // Every target scraped successfully.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -631,7 +689,7 @@ async fn prometheus_scrapes_the_services_and_the_guide_queries_return_data() {
             .cloned()
             .unwrap_or_default();
         let up = targets.iter().filter(|t| t["health"] == "up").count();
-        if targets.len() == 4 && up == 4 {
+        if targets.len() == 5 && up == 5 {
             break;
         }
         assert!(
@@ -712,8 +770,17 @@ async fn prometheus_scrapes_the_services_and_the_guide_queries_return_data() {
             .replace("$__range", "1m")
             .replace("$__interval", "15s")
             .replace("$service", ".*");
+        let absent_here: BTreeSet<exporters::Source> = exporters::exporter_metrics(expr)
+            .into_iter()
+            .map(|(family, _)| family)
+            .filter(|family| *family != exporters::Source::Redis)
+            .collect();
         if !prometheus.query(&promql).await.is_empty() {
             with_data += 1;
+        } else if !absent_here.is_empty() {
+            // No NATS exporter or kubelet binary here: names checked statically,
+            // alerts by promtool's unit tests.
+            println!("no {absent_here:?} exporter in this test, for {source}: {promql}");
         } else if check_metrics(source, expr).iter().all(|m| rare.contains(m)) {
             println!("no data, as expected on a healthy system, for {source}: {promql}");
         } else {

@@ -14,6 +14,30 @@ use crate::config::Channel;
 /// Retries of a failed webhook request within one delivery.
 const WEBHOOK_RETRIES: usize = 3;
 const WEBHOOK_MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Redirects followed within the webhook's own origin (reqwest's default bound).
+const WEBHOOK_MAX_REDIRECTS: usize = 10;
+
+/// Follows a redirect only to the origin (scheme, host, port) of the configured
+/// webhook: the NetworkPolicy opens egress to that receiver alone, and a
+/// receiver that moved elsewhere is reconfigured, not sent the payload. A
+/// redirect anywhere else is answered as it came (3xx: refused, not retried).
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same_origin = attempt.previous().first().is_some_and(|webhook| {
+            let next = attempt.url();
+            next.scheme() == webhook.scheme()
+                && next.host_str() == webhook.host_str()
+                && next.port_or_known_default() == webhook.port_or_known_default()
+        });
+        if !same_origin {
+            attempt.stop()
+        } else if attempt.previous().len() > WEBHOOK_MAX_REDIRECTS {
+            attempt.error("too many redirects")
+        } else {
+            attempt.follow()
+        }
+    })
+}
 
 /// Why a notification was not sent.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +81,7 @@ impl Notifier {
         };
         let client = reqwest::Client::builder()
             .timeout(timeout)
+            .redirect(same_origin_redirects())
             .user_agent(concat!(
                 "catga-notification-service/",
                 env!("CARGO_PKG_VERSION")
@@ -143,5 +168,121 @@ impl Notifier {
         } else {
             Err(NotifyError::Refused(status))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{
+        io::{BufRead, BufReader, Read, Write},
+        net::{SocketAddr, TcpListener},
+        sync::{Arc, Mutex},
+    };
+
+    use super::*;
+
+    /// A plain HTTP/1.1 server on a free loopback port answering each request
+    /// with `answer(path)` (status line and extra headers); records the paths.
+    fn serve(
+        answer: fn(&str, SocketAddr) -> String,
+        other: SocketAddr,
+    ) -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let paths = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::clone(&paths);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut request_line = String::new();
+                reader.read_line(&mut request_line).expect("request line");
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    reader.read_line(&mut line).expect("header");
+                    if line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().expect("length");
+                    }
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).expect("body");
+                let path = request_line
+                    .split(' ')
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                let response = answer(&path, other);
+                seen.lock().expect("paths").push(path);
+                let mut stream = reader.into_inner();
+                write!(
+                    stream,
+                    "{response}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                )
+                .expect("answer");
+            }
+        });
+        (addr, paths)
+    }
+
+    fn webhook(url: String) -> Notifier {
+        Notifier::new(Channel::Webhook {
+            url: url::Url::parse(&url).expect("URL"),
+            timeout: Duration::from_secs(5),
+        })
+        .expect("notifier")
+    }
+
+    fn event() -> OrderEvent {
+        serde_json::from_value(serde_json::json!({
+            "eventId": "0190b4a0-0000-7000-8000-000000000001:Confirmed",
+            "orderId": "0190b4a0-0000-7000-8000-000000000001",
+            "customerId": "c-redirect",
+            "status": "Confirmed",
+            "totalAmount": "10.00",
+            "occurredAt": "2026-01-01T00:00:00Z",
+        }))
+        .expect("an order event")
+    }
+
+    #[tokio::test]
+    async fn redirects_are_followed_within_the_webhooks_origin_only() {
+        let (elsewhere, stolen) = serve(
+            |_, _| "HTTP/1.1 200 OK".to_owned(),
+            SocketAddr::from(([127, 0, 0, 1], 9)),
+        );
+        let (receiver, paths) = serve(
+            |path, elsewhere| match path {
+                "/moved" => "HTTP/1.1 307 Temporary Redirect\r\nlocation: /notify".to_owned(),
+                "/away" => format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nlocation: http://{elsewhere}/stolen"
+                ),
+                _ => "HTTP/1.1 204 No Content".to_owned(),
+            },
+            elsewhere,
+        );
+
+        webhook(format!("http://{receiver}/moved"))
+            .send(&event())
+            .await
+            .expect("a redirect within the webhook's origin is followed");
+        assert_eq!(*paths.lock().expect("paths"), ["/moved", "/notify"]);
+
+        let refused = webhook(format!("http://{receiver}/away"))
+            .send(&event())
+            .await
+            .expect_err("a redirect to another host is not followed");
+        assert!(
+            matches!(&refused, NotifyError::Refused(reason) if reason.contains("307")),
+            "{refused:?}"
+        );
+        assert!(
+            stolen.lock().expect("paths").is_empty(),
+            "the other host never receives the notification"
+        );
     }
 }
