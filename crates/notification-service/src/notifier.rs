@@ -277,7 +277,7 @@ mod tests {
             .await
             .expect_err("a redirect to another host is not followed");
         assert!(
-            matches!(&refused, NotifyError::Refused(reason) if reason.contains("307")),
+            matches!(&refused, NotifyError::Refused(status) if status.as_u16() == 307),
             "{refused:?}"
         );
         assert!(
