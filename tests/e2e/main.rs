@@ -4,6 +4,7 @@
 //! Run through `tests/run.sh`, which installs the servers and builds the
 //! binaries first.
 
+mod access;
 mod auth;
 mod lifecycle;
 mod loadgen;

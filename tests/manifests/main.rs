@@ -114,6 +114,8 @@ pub fn parse_settings(service: &str, env: &Env) -> Parsed {
     match service {
         services::ORDER_API => {
             let s = order_api::Settings::from_env(env).unwrap_or_else(|e| fail(e));
+            // A distributed order-api authenticates its callers (or says it does not).
+            s.auth.require_for_distributed().unwrap_or_else(|e| fail(e));
             let Some(order_api::Distributed { nats, .. }) =
                 order_api::Distributed::from_env(env).unwrap_or_else(|e| fail(e))
             else {

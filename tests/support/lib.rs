@@ -12,6 +12,7 @@ mod otlp;
 mod process;
 mod servers;
 mod system;
+mod tokens;
 mod webhook;
 
 pub use api::*;
@@ -20,4 +21,5 @@ pub use otlp::*;
 pub use process::*;
 pub use servers::*;
 pub use system::*;
+pub use tokens::*;
 pub use webhook::*;

@@ -507,3 +507,39 @@ async fn a_key_in_flight_is_refused_then_its_answer_replayed() {
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(replayed, accepted);
 }
+
+#[test]
+fn the_document_declares_who_may_call_what() {
+    let doc = serde_json::to_value(<ApiDoc as utoipa::OpenApi>::openapi()).expect("json");
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().expect("item") {
+            let responses = operation["responses"].as_object().expect("responses");
+            let public = (path.as_str(), method.as_str()) == ("/api/products", "get");
+            assert_eq!(
+                operation["security"] == json!([{"bearer": []}]),
+                !public,
+                "{method} {path}: bearer token required exactly when protected"
+            );
+            assert_eq!(
+                responses.contains_key("401"),
+                !public,
+                "{method} {path}: 401 declared exactly when protected"
+            );
+            if path.starts_with("/api/orders/") {
+                assert!(responses.contains_key("404"), "{method} {path}");
+            }
+        }
+    }
+    for (path, method) in [
+        ("/api/orders", "post"),
+        ("/api/products/{product_id}", "put"),
+    ] {
+        assert!(
+            doc["paths"][path][method]["responses"]
+                .as_object()
+                .is_some_and(|r| r.contains_key("403")),
+            "{method} {path} declares 403"
+        );
+    }
+}
