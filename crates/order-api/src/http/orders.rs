@@ -33,7 +33,7 @@ const MAX_PAGE: usize = 100;
 pub struct CreateOrderRequest {
     /// The customer is the token's; if given, it must be that same customer
     /// (else 403). Required only when authentication is off.
-    #[schema(example = "c-42", min_length = 1, max_length = 64)]
+    #[schema(example = "c-42", min_length = 1, max_length = 64, pattern = r"\S")]
     #[serde(default)]
     pub customer_id: Option<String>,
     #[schema(min_items = 1, max_items = 50)]
@@ -43,7 +43,7 @@ pub struct CreateOrderRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderItemRequest {
-    #[schema(example = "PROD-001", min_length = 1, max_length = 64)]
+    #[schema(example = "PROD-001", min_length = 1, max_length = 64, pattern = r"\S")]
     pub product_id: String,
     #[schema(minimum = 1, maximum = 1000)]
     pub quantity: u32,
@@ -83,7 +83,7 @@ fn accepted(order: &Order) -> Result<SavedResponse, ApiError> {
     path = "/api/orders",
     tag = "orders",
     request_body = CreateOrderRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a repeat with the same key and body by the same caller replays the first answer; other callers' keys never meet it")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[ -~]*[!-~][ -~]*$", description = "Makes retries safe: a repeat with the same key and body by the same caller replays the first answer; other callers' keys never meet it")),
     security(("bearer" = [])),
     responses(
         (status = 202, description = "Accepted; the command is durably stored", body = Order,
@@ -246,8 +246,8 @@ async fn visible_order(
     path = "/api/orders",
     tag = "orders",
     params(
-        ("limit" = Option<usize>, Query, description = "Page size, 1 to 100 (default 20)"),
-        ("cursor" = Option<String>, Query, description = "The nextCursor of the previous page"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100 (default 20)"),
+        ("cursor" = Option<String>, Query, format = Uuid, description = "The nextCursor of the previous page (an order id)"),
     ),
     security(("bearer" = [])),
     responses(
@@ -276,7 +276,7 @@ pub async fn list(
                 )
             })?,
     };
-    let cursor = match query.get("cursor").filter(|c| !c.is_empty()) {
+    let cursor = match query.get("cursor") {
         None => None,
         Some(raw) => Some(
             raw.parse::<OrderId>()

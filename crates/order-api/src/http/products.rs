@@ -20,12 +20,17 @@ use crate::auth::Access;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProductUpsert {
-    #[schema(example = "Mechanical Keyboard", min_length = 1, max_length = 200)]
+    #[schema(
+        example = "Mechanical Keyboard",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S"
+    )]
     pub name: String,
     /// Exact decimal; a JSON number or string, at most 2 decimal places.
-    #[schema(value_type = f64, example = 19.99)]
+    #[schema(value_type = f64, example = 19.99, exclusive_minimum = 0, maximum = 1_000_000, multiple_of = 0.01)]
     pub unit_price: Decimal,
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub stock: i64,
 }
 
