@@ -6,6 +6,7 @@
 
 mod access;
 mod auth;
+mod docs_page;
 mod lifecycle;
 mod loadgen;
 mod messaging;

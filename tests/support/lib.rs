@@ -7,6 +7,7 @@
 #![allow(clippy::missing_panics_doc)]
 
 mod api;
+mod browser;
 mod jwks;
 mod otlp;
 mod process;
@@ -16,6 +17,7 @@ mod tokens;
 mod webhook;
 
 pub use api::*;
+pub use browser::*;
 pub use jwks::*;
 pub use otlp::*;
 pub use process::*;
