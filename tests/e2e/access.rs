@@ -187,3 +187,49 @@ async fn a_distributed_order_api_needs_an_auth_setting_or_says_it_runs_open() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn tokens_get_503_until_the_identity_providers_keys_arrive() {
+    // The provider publishes no usable key yet: order-api starts anyway.
+    let key = SigningKey::ec("late-key");
+    let provider = IdentityProvider::start(&[]).await;
+    let logs = tempfile::TempDir::new().expect("dir");
+    let port = catga_tests::free_port();
+    let env: HashMap<String, String> = [
+        ("Http__Port", port.to_string()),
+        (keys::AUTH_AUTHORITY, provider.issuer.clone()),
+        (keys::AUTH_AUDIENCE, catga_tests::TEST_AUDIENCE.to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let process = catga_tests::Process::spawn(
+        "order-api",
+        binary("order-api"),
+        Vec::new(),
+        env,
+        logs.path(),
+    );
+    catga_tests::wait_for_port(port, Duration::from_secs(20)).await;
+    let customer = catga_tests::Api::with_tokens(
+        format!("http://127.0.0.1:{port}"),
+        catga_tests::Tokens::Provider {
+            provider: provider.clone(),
+            key: Box::new(key.clone()),
+        },
+    )
+    .as_customer("c-late");
+
+    let early = customer.get("/api/orders").await;
+    assert_eq!(early.status, 503, "{:?}\n{}", early.body, process.logs());
+    assert!(early.header("retry-after").is_some());
+    assert_eq!(customer.get("/health/live").await.status, 200);
+
+    provider.publish(&[&key]);
+    eventually(
+        "the keys to arrive (one refresh per cooldown)",
+        Duration::from_secs(20),
+        || async { (customer.get("/api/orders").await.status == 200).then_some(()) },
+    )
+    .await;
+}
