@@ -41,7 +41,7 @@ install_packages() {
 }
 
 run_rust() {
-    install_packages nats-server redis-server prometheus prometheus-redis-exporter
+    install_packages nats-server redis-server prometheus prometheus-redis-exporter chromium chromium-driver
     echo "==> cargo fmt --check"
     cargo fmt --all -- --check
     echo "==> cargo clippy"

@@ -32,6 +32,7 @@ pub async fn order_store_contract(store: &dyn OrderStore) {
     cancelling_releases_the_stock_of_a_confirmed_order_only(store).await;
     a_discarded_order_is_recreated_by_its_place_command(store).await;
     orders_are_listed_newest_first_page_by_page(store).await;
+    each_customers_orders_are_listed_from_their_own_index(store).await;
 }
 
 const KEYBOARD: &str = "CT-KEYBOARD";
@@ -488,4 +489,120 @@ async fn orders_are_listed_newest_first_page_by_page(store: &dyn OrderStore) {
         "pages strictly older than the cursor cover everything once"
     );
     assert!(store.list_orders(0, None).await.expect("empty").is_empty());
+}
+
+/// One customer's page through `list_customer_orders`, following the cursor.
+async fn customer_pages(store: &dyn OrderStore, customer: &str, page_size: usize) -> Vec<OrderId> {
+    let mut paged = Vec::new();
+    let mut before = None;
+    loop {
+        let page = store
+            .list_customer_orders(customer, page_size, before.as_ref())
+            .await
+            .expect("page");
+        assert!(page.len() <= page_size);
+        assert!(
+            page.iter().all(|o| o.customer_id == customer),
+            "only {customer}'s orders: {page:?}"
+        );
+        let Some(last) = page.last() else { break };
+        before = Some(last.order_id);
+        paged.extend(page.iter().map(|o| o.order_id));
+    }
+    paged
+}
+
+async fn each_customers_orders_are_listed_from_their_own_index(store: &dyn OrderStore) {
+    let (alice, bob) = ("ct-alice", "ct-bob:with:colons");
+    let mut alices = Vec::new();
+    let mut bobs = Vec::new();
+    for i in 0..7 {
+        let order_id = OrderId::new();
+        let customer = if i % 3 == 0 { bob } else { alice };
+        store
+            .create_pending(&draft(order_id, customer))
+            .await
+            .expect("create");
+        if customer == alice {
+            alices.push(order_id);
+        } else {
+            bobs.push(order_id);
+        }
+    }
+    alices.reverse();
+    bobs.reverse();
+    assert_eq!(
+        customer_pages(store, alice, 2).await,
+        alices,
+        "newest first, page by page, only alice's"
+    );
+    assert_eq!(customer_pages(store, bob, 10).await, bobs);
+    assert!(
+        store
+            .list_customer_orders("ct-nobody", 10, None)
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    assert!(
+        store
+            .list_customer_orders("ct-alice:", 10, None)
+            .await
+            .expect("list")
+            .is_empty(),
+        "a customer id that extends another's is another customer"
+    );
+
+    // The index follows the order through its life: a state change keeps it
+    // listed, a discard removes it, its place command recreates it.
+    let confirmed = alices[0];
+    store
+        .apply_place(&PlaceOrder {
+            customer_id: alice.to_owned(),
+            ..place(confirmed, vec![line(KEYBOARD, 1)])
+        })
+        .await
+        .expect("place");
+    let discarded = alices[1];
+    store.discard_pending(&discarded).await.expect("discard");
+    let listed = customer_pages(store, alice, 100).await;
+    assert!(
+        listed.contains(&confirmed),
+        "a confirmed order stays listed"
+    );
+    assert!(!listed.contains(&discarded), "a discarded order leaves");
+    let recreated = PlaceOrder {
+        customer_id: alice.to_owned(),
+        ..place(discarded, vec![line(KEYBOARD, 1)])
+    };
+    store.apply_place(&recreated).await.expect("place");
+    assert_eq!(
+        customer_pages(store, alice, 100).await,
+        alices,
+        "listed again"
+    );
+
+    // An order recreated by its place command alone is in its customer's index.
+    let only_placed = OrderId::new();
+    store
+        .apply_place(&PlaceOrder {
+            customer_id: bob.to_owned(),
+            ..place(only_placed, vec![line(KEYBOARD, 1)])
+        })
+        .await
+        .expect("place");
+    assert_eq!(
+        customer_pages(store, bob, 1).await.first(),
+        Some(&only_placed)
+    );
+    for order_id in [confirmed, discarded, only_placed] {
+        cancelled(store, order_id).await;
+    }
+    assert!(
+        store
+            .list_customer_orders(alice, 0, None)
+            .await
+            .expect("empty")
+            .is_empty()
+    );
 }

@@ -10,10 +10,16 @@ until order-api answers 202 or the attempts run out. Only orders answered 202
 count as accepted; each must end Confirmed or Rejected and be notified once
 (the webhook receiver sees Idempotency-Key "<orderId>:<status>").
 Commands in --disrupt run (through the shell) when that fraction of the orders
-has been sent. Stdlib only.
+has been sent. order-api authenticates: each order is placed with an HS256
+token for its customer, and read back with an admin token, both signed with
+AUTH_JWT_SECRET (the secret docker/compose.yaml gives order-api). Stdlib only.
 """
 import argparse
+import base64
+import hashlib
+import hmac
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -24,6 +30,23 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 FINAL = {"Confirmed", "Rejected", "Cancelled"}
+# docker/compose.yaml's default for AUTH_JWT_SECRET.
+JWT_SECRET = os.environ.get("AUTH_JWT_SECRET", "local-development-only-jwt-secret-0123456789")
+
+
+def bearer(sub, role=None):
+    """`Bearer <HS256 JWT>` for `sub`, valid for an hour (what `order-api token` mints)."""
+    def b64(raw):
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    claims = {"sub": sub, "exp": int(time.time()) + 3600}
+    if role:
+        claims["role"] = role
+    message = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + b64(json.dumps(claims).encode())
+    signature = hmac.new(JWT_SECRET.encode(), message.encode(), hashlib.sha256).digest()
+    return f"Bearer {message}.{b64(signature)}"
+
+
+ADMIN = bearer("load-admin", "admin")
 
 
 def http(method, url, body=None, headers=None, timeout=10):
@@ -43,9 +66,11 @@ def http(method, url, body=None, headers=None, timeout=10):
 
 def place(api, index, stats, lock):
     key = f"it-{uuid.uuid4()}"
-    body = {"customerId": f"c-{index % 17}", "items": [{"productId": "PROD-001", "quantity": 1}]}
+    customer = f"c-{index % 17}"
+    body = {"customerId": customer, "items": [{"productId": "PROD-001", "quantity": 1}]}
+    headers = {"Idempotency-Key": key, "Authorization": bearer(customer)}
     for attempt in range(12):
-        status, raw = http("POST", f"{api}/api/orders", body, {"Idempotency-Key": key})
+        status, raw = http("POST", f"{api}/api/orders", body, headers)
         with lock:
             stats["responses"][str(status)] = stats["responses"].get(str(status), 0) + 1
         if status == 202:
@@ -109,7 +134,7 @@ def main():
     deadline = time.monotonic() + args.settle_timeout
     while pending and time.monotonic() < deadline:
         for order_id in list(pending):
-            status, raw = http("GET", f"{args.api}/api/orders/{order_id}")
+            status, raw = http("GET", f"{args.api}/api/orders/{order_id}", headers={"Authorization": ADMIN})
             if status == 200:
                 s = json.loads(raw).get("status")
                 if s in FINAL:

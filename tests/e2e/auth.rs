@@ -10,8 +10,9 @@ use catga_core::{
 };
 use catga_tests::{IdentityProvider, JWT_SECRET, SigningKey, TEST_AUDIENCE, b64url};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use order_api::auth::{
-    AuthSettings, Authenticator, Caller, Refusal, Validator, token::TokenSigner,
+use order_api::{
+    auth::{AuthSettings, Authenticator, Caller, Refusal, Validator, token::TokenSigner},
+    http::ApiError,
 };
 use serde_json::{Value, json};
 
@@ -242,7 +243,7 @@ async fn each_bad_token_is_refused_with_its_reason_and_counted() {
             before + 1,
             "{what} is counted under {reason}"
         );
-        let response = axum::response::IntoResponse::into_response(refusal);
+        let response = axum::response::IntoResponse::into_response(ApiError::from(refusal));
         assert_eq!(response.status(), 401, "{what}");
         let challenge = response.headers()["www-authenticate"]
             .to_str()
@@ -329,7 +330,7 @@ async fn a_provider_whose_discovery_names_another_issuer_is_not_trusted() {
     let refusal = validator.validate(&token).await.expect_err("untrusted");
     assert!(matches!(refusal, Refusal::KeysUnavailable), "{refusal}");
     assert_eq!(provider.jwks_fetches(), 0, "keys are not even fetched");
-    let response = axum::response::IntoResponse::into_response(refusal);
+    let response = axum::response::IntoResponse::into_response(ApiError::from(refusal));
     assert_eq!(response.status(), 503);
 }
 

@@ -108,7 +108,7 @@ async fn sigterm_drains_and_exits_zero() {
     let order_id = reply.body["orderId"].as_str().expect("id").to_owned();
     let api_again = Service::start("order-api", &system.env, system.logs.path()).await;
     let _replica = Service::start("order-service", &system.env, system.logs.path()).await;
-    let state = Api::new(api_again.url("")).final_state(&order_id).await;
+    let state = system.client_of(&api_again).final_state(&order_id).await;
     assert_eq!(state["status"], "Confirmed");
 }
 
@@ -176,4 +176,8 @@ async fn embedded_mode_runs_the_whole_flow_in_one_process() {
     )
     .await;
     assert!(logs.contains("EMBEDDED MODE"), "{logs}");
+    assert!(
+        logs.contains("AUTHENTICATION IS OFF"),
+        "the open embedded mode says so: {logs}"
+    );
 }

@@ -4,7 +4,9 @@
 //! Run through `tests/run.sh`, which installs the servers and builds the
 //! binaries first.
 
+mod access;
 mod auth;
+mod docs_page;
 mod lifecycle;
 mod loadgen;
 mod messaging;

@@ -158,7 +158,7 @@ async fn concurrent_orders_never_oversell() {
 #[tokio::test]
 async fn idempotency_keys_replay_conflict_and_race() {
     let system = System::start().await;
-    let api = system.client();
+    let api = system.client().as_customer("c-idem");
     let body = order_body("c-idem", &[("PROD-003", 1)]);
     let key = [("idempotency-key", "order-attempt-1")];
 

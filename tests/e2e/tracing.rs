@@ -114,6 +114,7 @@ async fn one_order_is_one_trace_across_all_three_services() {
     // An incoming traceparent is honoured.
     let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     let reply = api
+        .as_customer("c-traced-2")
         .post_json(
             "/api/orders",
             &catga_tests::order_body("c-traced-2", &[("PROD-001", 1)]),

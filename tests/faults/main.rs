@@ -29,7 +29,9 @@ use catga_core::{
     config::keys,
     contracts::{consumers, headers as header_names, streams, subjects},
 };
-use catga_tests::{Api, NatsCluster, Redis, Service, WebhookReceiver, order_body};
+use catga_tests::{
+    Api, JWT_SECRET, NatsCluster, Redis, Service, Tokens, WebhookReceiver, order_body,
+};
 use serde_json::{Value, json};
 use tokio::sync::RwLock;
 
@@ -131,7 +133,10 @@ impl Cluster {
     /// The API of replica `i` (modulo the replicas alive).
     async fn api(&self, i: usize) -> Api {
         let apis = self.apis.read().await;
-        Api::new(apis[i % apis.len()].url(""))
+        Api::with_tokens(
+            apis[i % apis.len()].url(""),
+            Tokens::Secret(JWT_SECRET.to_owned()),
+        )
     }
 
     async fn all_logs(&self) -> String {
@@ -162,7 +167,7 @@ async fn place_with_retries(cluster: &Cluster, index: usize, tally: &Mutex<Tally
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut attempt = 0;
     while Instant::now() < deadline {
-        let api = cluster.api(index + attempt).await;
+        let api = cluster.api(index + attempt).await.as_customer(&customer);
         attempt += 1;
         match api
             .try_send(

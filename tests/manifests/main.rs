@@ -114,6 +114,8 @@ pub fn parse_settings(service: &str, env: &Env) -> Parsed {
     match service {
         services::ORDER_API => {
             let s = order_api::Settings::from_env(env).unwrap_or_else(|e| fail(e));
+            // A distributed order-api authenticates its callers (or says it does not).
+            s.auth.require_for_distributed().unwrap_or_else(|e| fail(e));
             let Some(order_api::Distributed { nats, .. }) =
                 order_api::Distributed::from_env(env).unwrap_or_else(|e| fail(e))
             else {
@@ -1163,7 +1165,22 @@ fn loadgen_job_runs_the_image_against_the_order_api_service_once() {
         "{what}: keep the finished Job (and its log) a while, then delete it"
     );
     let env = model::env_of(container);
-    assert!(env.secrets.is_empty(), "{what}: needs no secret");
+    // Its tokens are signed with the very secret order-api validates them with.
+    let api_env = model::env_of(model::main_container(find(
+        &all,
+        "Deployment",
+        services::ORDER_API,
+    )));
+    let api_secret = api_env
+        .secrets
+        .get(keys::JWT_SECRET)
+        .unwrap_or_else(|| panic!("order-api takes {} from a Secret", keys::JWT_SECRET));
+    assert_eq!(
+        env.secrets.iter().collect::<Vec<_>>(),
+        [(&loadgen::cli::JWT_SECRET_ENV.to_owned(), api_secret)],
+        "{what}: its only secret is order-api's {}",
+        keys::JWT_SECRET
+    );
     let cli = std::fs::read_to_string(root().join("crates/loadgen/src/cli.rs"))
         .expect("crates/loadgen/src/cli.rs");
     for name in env.values.keys() {

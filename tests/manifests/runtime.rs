@@ -326,7 +326,12 @@ async fn services_become_ready_with_the_manifest_environment() {
     let tools = model::tool_objects();
     let job = find(&tools, "Job", LOADGEN);
     let container = model::main_container(job);
-    let mut env = model::env_of(container).values;
+    let job_env = model::env_of(container);
+    let mut env = job_env.values;
+    // Secrets as the services got them (the same test value per key).
+    for (name, (_secret, key)) in job_env.secrets {
+        env.insert(name, secret_value(&key));
+    }
     let api_port = running
         .iter()
         .find(|r| r.service == services::ORDER_API)

@@ -649,6 +649,7 @@ async fn prometheus_scrapes_the_services_and_the_guide_queries_return_data() {
     let body = order_body("obs-retry", &[("PROD-001", 1)]);
     for _ in 0..2 {
         let reply = api
+            .as_customer("obs-retry")
             .post_json("/api/orders", &body, &[("idempotency-key", "obs-retry-1")])
             .await;
         assert_eq!(reply.status, 202, "{:?}", reply.body);

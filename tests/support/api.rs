@@ -1,6 +1,6 @@
 //! A small HTTP client for the order API.
 
-use crate::{process::eventually, system::JWT_SECRET};
+use crate::{process::eventually, tokens::Tokens};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -24,14 +24,20 @@ impl Reply {
     }
 }
 
-/// A small client for the order API.
+/// A small client for the order API. With [`Tokens`] it sends the admin's
+/// bearer token on every request that names no `authorization` of its own,
+/// and places each order with its customer's token.
 #[derive(Clone)]
 pub struct Api {
     base: String,
     http: reqwest::Client,
+    tokens: Option<Tokens>,
+    /// `Authorization` sent by default.
+    bearer: Option<String>,
 }
 
 impl Api {
+    /// A client without tokens (for an order-api that authenticates nobody).
     pub fn new(base: String) -> Self {
         Self {
             base,
@@ -39,6 +45,34 @@ impl Api {
                 .timeout(Duration::from_secs(20))
                 .build()
                 .expect("HTTP client"),
+            tokens: None,
+            bearer: None,
+        }
+    }
+
+    /// A client acting as the admin, minting tokens from `tokens`.
+    pub fn with_tokens(base: String, tokens: Tokens) -> Self {
+        Self {
+            bearer: Some(tokens.admin()),
+            tokens: Some(tokens),
+            ..Self::new(base)
+        }
+    }
+
+    /// The same client acting as `customer`.
+    pub fn as_customer(&self, customer: &str) -> Self {
+        let tokens = self.tokens.as_ref().expect("a client with tokens");
+        Self {
+            bearer: Some(tokens.customer(customer)),
+            ..self.clone()
+        }
+    }
+
+    /// The same client sending no token.
+    pub fn without_token(&self) -> Self {
+        Self {
+            bearer: None,
+            ..self.clone()
         }
     }
 
@@ -53,6 +87,12 @@ impl Api {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         for (name, value) in headers {
             request = request.header(*name, *value);
+        }
+        let names_its_own = headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("authorization"));
+        if let (Some(bearer), false) = (&self.bearer, names_its_own) {
+            request = request.header("authorization", bearer);
         }
         if let Some(body) = body {
             request = request.body(body);
@@ -98,9 +138,15 @@ impl Api {
         self.send(reqwest::Method::GET, path, &[], None).await
     }
 
-    /// Places an order for `(productId, quantity)` lines.
+    /// Places an order for `(productId, quantity)` lines, as `customer`
+    /// when the client has tokens.
     pub async fn place(&self, customer: &str, lines: &[(&str, u32)]) -> Reply {
-        self.post_json("/api/orders", &order_body(customer, lines), &[])
+        let client = match self.tokens {
+            Some(_) => self.as_customer(customer),
+            None => self.clone(),
+        };
+        client
+            .post_json("/api/orders", &order_body(customer, lines), &[])
             .await
     }
 
@@ -140,8 +186,7 @@ impl Api {
         price: &str,
         stock: i64,
     ) -> Reply {
-        let token = admin_token(JWT_SECRET, "admin");
-        let auth = format!("Bearer {token}");
+        let auth = self.tokens.as_ref().expect("a client with tokens").admin();
         let body = serde_json::json!({"name": name, "unitPrice": price, "stock": stock});
         self.send(
             reqwest::Method::PUT,
@@ -169,11 +214,5 @@ pub fn order_body(customer: &str, lines: &[(&str, u32)]) -> Value {
 
 /// An HS256 token with `role`, valid for an hour.
 pub fn admin_token(secret: &str, role: &str) -> String {
-    let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &serde_json::json!({"sub": "e2e", "role": role, "exp": exp}),
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).expect("key"),
-    )
-    .expect("token")
+    Tokens::Secret(secret.to_owned()).mint("e2e", Some(role))
 }

@@ -7,17 +7,21 @@
 #![allow(clippy::missing_panics_doc)]
 
 mod api;
+mod browser;
 mod jwks;
 mod otlp;
 mod process;
 mod servers;
 mod system;
+mod tokens;
 mod webhook;
 
 pub use api::*;
+pub use browser::*;
 pub use jwks::*;
 pub use otlp::*;
 pub use process::*;
 pub use servers::*;
 pub use system::*;
+pub use tokens::*;
 pub use webhook::*;

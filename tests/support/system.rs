@@ -2,8 +2,10 @@
 
 use crate::{
     api::Api,
+    jwks::{IdentityProvider, SigningKey, TEST_AUDIENCE},
     process::{Process, binary, free_port},
     servers::{Nats, Redis},
+    tokens::Tokens,
     webhook::WebhookReceiver,
 };
 use std::{
@@ -114,6 +116,8 @@ pub struct System {
     pub notifications: Service,
     pub env: HashMap<String, String>,
     pub logs: TempDir,
+    /// What order-api accepts: the clients' tokens come from here.
+    pub tokens: Tokens,
 }
 
 /// The JWT secret the test system runs with.
@@ -124,12 +128,41 @@ impl System {
         Self::start_with(&[]).await
     }
 
-    /// Starts the system with extra environment for every service.
+    /// Starts the system with extra environment for every service; order-api
+    /// validates HS256 tokens signed with [`JWT_SECRET`].
     pub async fn start_with(extra_env: &[(&str, &str)]) -> Self {
+        Self::start_configured(extra_env, &[], Tokens::Secret(JWT_SECRET.to_owned())).await
+    }
+
+    /// Starts the system with order-api taking its keys from `provider`
+    /// (`Auth__Authority`, OIDC discovery) and no HS256 secret; the clients'
+    /// tokens are signed with `key`, which `provider` must publish.
+    pub async fn start_with_identity_provider(
+        provider: &IdentityProvider,
+        key: &SigningKey,
+    ) -> Self {
+        Self::start_configured(
+            &[
+                (keys::AUTH_AUTHORITY, &provider.issuer),
+                (keys::AUTH_AUDIENCE, TEST_AUDIENCE),
+            ],
+            &[keys::JWT_SECRET],
+            Tokens::Provider {
+                provider: provider.clone(),
+                key: Box::new(key.clone()),
+            },
+        )
+        .await
+    }
+
+    async fn start_configured(extra_env: &[(&str, &str)], unset: &[&str], tokens: Tokens) -> Self {
         let (nats, redis, webhook) =
             tokio::join!(Nats::start(), Redis::start(), WebhookReceiver::start());
         let logs = TempDir::new().expect("log dir");
         let mut env = service_env(&nats.url(), &redis.configuration(), &webhook.url);
+        for key in unset {
+            env.remove(*key);
+        }
         env.insert(keys::SHUTDOWN_GRACE_SECONDS.into(), "10".into());
         env.insert(keys::LOG_LEVEL.into(), "info,catga_core=debug".into());
         env.extend(
@@ -152,12 +185,18 @@ impl System {
             notifications,
             env,
             logs,
+            tokens,
         }
     }
 
-    /// The API client.
+    /// The API client, acting as the admin (see [`Api::as_customer`]).
     pub fn client(&self) -> Api {
-        Api::new(self.api.url(""))
+        self.client_of(&self.api)
+    }
+
+    /// A client of another order-api of this system.
+    pub fn client_of(&self, api: &Service) -> Api {
+        Api::with_tokens(api.url(""), self.tokens.clone())
     }
 
     /// Every service's log, for failure messages.

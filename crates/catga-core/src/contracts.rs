@@ -70,6 +70,11 @@ pub mod redis_keys {
     pub const ORDER_PREFIX: &str = "catga:order:";
     /// Sorted set of order ids (all score 0, ordered by the time-ordered id).
     pub const ORDER_INDEX: &str = "catga:orders";
+    /// Sorted set per customer (`{prefix}{customerId}`), shaped like
+    /// [`ORDER_INDEX`]: one customer's orders, so listing them reads only
+    /// theirs however many orders the store holds. Written in the same atomic
+    /// step as the order.
+    pub const CUSTOMER_ORDER_INDEX_PREFIX: &str = "catga:orders:customer:";
     /// Outcome of an applied command, keyed by command id: the command idempotency record.
     pub const PROCESSED_PREFIX: &str = "catga:processed:";
     /// HTTP `Idempotency-Key` records.

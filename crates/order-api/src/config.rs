@@ -4,7 +4,7 @@ use catga_core::config::{
     CatgaSettings, CommonSettings, ConfigError, Env, NatsSettings, RedisSettings, keys,
 };
 
-pub use crate::auth::JwtSecret;
+pub use crate::auth::{AuthSettings, JwtSecret};
 
 pub const DEFAULT_PORT: u16 = 8080;
 /// The service name the deployment guide looks for in Jaeger.
@@ -43,8 +43,11 @@ pub const DEFAULT_MAX_CONCURRENT_REQUESTS: usize = 512;
 pub struct Settings {
     pub common: CommonSettings,
     pub catga: CatgaSettings,
-    /// `None` disables `PUT /api/products/{id}`.
-    pub jwt_secret: Option<JwtSecret>,
+    /// How callers are authenticated (`Auth__*`). With no key configured
+    /// every request is anonymous: the binary allows that in embedded mode,
+    /// and in distributed mode only with `Auth__AllowAnonymous=true`
+    /// ([`AuthSettings::require_for_distributed`]).
+    pub auth: AuthSettings,
     pub max_body_bytes: usize,
     /// API requests handled at once; more are refused with 503 at once.
     pub max_concurrent_requests: usize,
@@ -52,11 +55,10 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let jwt_secret = JwtSecret::from_env(env)?;
         Ok(Self {
             common: CommonSettings::from_env(env, DEFAULT_PORT, DEFAULT_SERVICE_NAME)?,
             catga: CatgaSettings::from_env(env)?,
-            jwt_secret,
+            auth: AuthSettings::from_env(env)?,
             max_body_bytes: env.number_in(
                 keys::HTTP_MAX_BODY_BYTES,
                 64 * 1024,
@@ -83,6 +85,9 @@ mod tests {
         assert!(!err.to_string().contains("tiny-secret"));
         let env = Env::from_pairs([("Auth__JwtSecret", "x".repeat(32))]);
         let settings = Settings::from_env(&env).expect("valid");
-        assert_eq!(format!("{:?}", settings.jwt_secret), "Some(JwtSecret(***))");
+        assert_eq!(
+            format!("{:?}", settings.auth.jwt_secret),
+            "Some(JwtSecret(***))"
+        );
     }
 }

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use catga_core::{
     CancellationToken,
+    config::keys,
     contracts::{redis_keys, services},
     domain::default_catalog,
     health::Health,
@@ -26,6 +27,8 @@ use catga_core::{
 };
 use tokio::net::TcpListener;
 
+use crate::auth::{AuthSettings, Authenticator, Validator};
+
 pub use config::{Distributed, Settings};
 pub use http::{AppState, app};
 
@@ -34,8 +37,8 @@ pub use http::{AppState, app};
 pub enum Error {
     #[error(transparent)]
     Service(#[from] ServiceError),
-    #[error("invalid JWT secret")]
-    Jwt(#[source] jsonwebtoken::errors::Error),
+    #[error("cannot set up token validation")]
+    Auth(#[from] auth::ValidatorError),
 }
 
 /// What the API runs on.
@@ -86,12 +89,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let jwt_key = settings
-        .jwt_secret
-        .as_ref()
-        .map(|secret| jsonwebtoken::DecodingKey::from_secret(secret.expose()).map(Arc::new))
-        .transpose()
-        .map_err(Error::Jwt)?;
+    let authenticator = authenticator(&settings.auth)?;
     let Backends {
         store,
         publisher,
@@ -103,7 +101,7 @@ pub async fn run(
         publisher,
         idempotency: settings.catga.enable_idempotency.then_some(idempotency),
         idempotency_ttl: settings.catga.idempotency_ttl,
-        jwt_key,
+        authenticator,
         max_body_bytes: settings.max_body_bytes,
         max_concurrent_requests: settings.max_concurrent_requests,
     };
@@ -116,6 +114,38 @@ pub async fn run(
         .map_err(ServiceError::from)?;
     tracing::info!("order-api stopped");
     Ok(())
+}
+
+/// Token validation when `auth` names a key, else anonymous access with a
+/// warning (the binary allows that only in embedded mode or with
+/// `Auth__AllowAnonymous`). The identity provider's keys are fetched in the
+/// background: a provider that is away does not stop start-up; tokens that
+/// need its keys get 503 until they arrive.
+fn authenticator(auth: &AuthSettings) -> Result<Authenticator, Error> {
+    if !auth.validates_tokens() {
+        tracing::warn!(
+            "AUTHENTICATION IS OFF: every request is an anonymous customer named by its body, \
+             sees every order and cannot manage products. Set {}, {} or {} to authenticate callers",
+            keys::AUTH_AUTHORITY,
+            keys::AUTH_JWKS_URL,
+            keys::JWT_SECRET
+        );
+        return Ok(Authenticator::Anonymous);
+    }
+    let validator = Arc::new(Validator::new(auth)?);
+    tokio::spawn(fetch_signing_keys(validator.clone()));
+    Ok(Authenticator::tokens(validator))
+}
+
+async fn fetch_signing_keys(validator: Arc<Validator>) {
+    match validator.fetch_keys().await {
+        Ok(Some(count)) => tracing::info!(keys = count, "identity provider reached"),
+        Ok(None) => {}
+        Err(err) => tracing::warn!(
+            error = %catga_core::error::Chain(&err),
+            "cannot fetch the identity provider's signing keys yet; tokens get 503 until they arrive"
+        ),
+    }
 }
 
 /// Seeds the default catalog once Redis answers. order-api owns the catalog

@@ -38,15 +38,18 @@ enum BackendSettings {
 }
 
 impl Settings {
+    /// A distributed order-api authenticates its callers unless told
+    /// explicitly not to; the embedded mode is open for local development.
     fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let api = order_api::Settings::from_env(env)?;
         let backends = match Distributed::from_env(env)? {
-            Some(distributed) => BackendSettings::Distributed(distributed),
+            Some(distributed) => {
+                api.auth.require_for_distributed()?;
+                BackendSettings::Distributed(distributed)
+            }
             None => BackendSettings::Embedded(catga_embedded::Settings::from_env(env)?),
         };
-        Ok(Self {
-            api: order_api::Settings::from_env(env)?,
-            backends,
-        })
+        Ok(Self { api, backends })
     }
 }
 
@@ -89,6 +92,8 @@ async fn run(
 
 #[cfg(test)]
 mod tests {
+    use catga_core::config::keys;
+
     use super::*;
 
     #[test]
@@ -101,11 +106,37 @@ mod tests {
         assert_eq!(settings.api.common.http_port, 8080);
         assert_eq!(settings.api.common.service_name, "OrderApi");
 
-        let env = Env::from_pairs([("NATS__Url", "nats://127.0.0.1:4222")]);
+        let env = Env::from_pairs([
+            ("NATS__Url", "nats://127.0.0.1:4222"),
+            (keys::AUTH_ALLOW_ANONYMOUS, "true"),
+        ]);
         let settings = Settings::from_env(&env).expect("valid");
         assert!(matches!(
             settings.backends,
             BackendSettings::Distributed { .. }
         ));
+    }
+
+    #[test]
+    fn a_distributed_api_refuses_to_start_without_an_auth_setting() {
+        let err = Settings::from_env(&Env::from_pairs([("NATS__Url", "nats://127.0.0.1:4222")]))
+            .err()
+            .expect("refused");
+        assert_eq!(err.setting, keys::AUTH_AUTHORITY);
+        assert!(
+            err.to_string().contains(keys::AUTH_ALLOW_ANONYMOUS),
+            "{err}"
+        );
+        for (key, value) in [
+            (keys::JWT_SECRET, "0123456789abcdef0123456789abcdef"),
+            (keys::AUTH_AUTHORITY, "https://id.example/realms/catga"),
+            (keys::AUTH_JWKS_URL, "https://id.example/jwks"),
+        ] {
+            let env = Env::from_pairs([("NATS__Url", "nats://127.0.0.1:4222"), (key, value)]);
+            assert!(Settings::from_env(&env).is_ok(), "{key}");
+        }
+        // Embedded, nothing set: open.
+        let settings = Settings::from_env(&Env::default()).expect("valid");
+        assert!(!settings.api.auth.validates_tokens());
     }
 }

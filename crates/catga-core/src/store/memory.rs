@@ -3,7 +3,7 @@
 //! are the scripts' (see `README.md`), written in Rust.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, Mutex, MutexGuard},
 };
 
@@ -23,19 +23,41 @@ use crate::{
 struct State {
     products: BTreeMap<String, Product>,
     orders: BTreeMap<OrderId, Order>,
+    /// Each customer's order ids: the per-customer index of the Redis store.
+    by_customer: HashMap<String, BTreeSet<OrderId>>,
     processed: HashMap<String, Effect>,
 }
 
 impl State {
     fn insert_pending(&mut self, draft: &OrderDraft) {
-        self.orders.entry(draft.order_id).or_insert_with(|| {
+        if self.orders.contains_key(&draft.order_id) {
+            return;
+        }
+        self.orders.insert(
+            draft.order_id,
             Order::from_draft(
                 draft.clone(),
                 OrderStatus::Pending,
                 None,
                 OffsetDateTime::now_utc(),
-            )
-        });
+            ),
+        );
+        self.by_customer
+            .entry(draft.customer_id.clone())
+            .or_default()
+            .insert(draft.order_id);
+    }
+
+    fn remove(&mut self, order_id: &OrderId) {
+        let Some(order) = self.orders.remove(order_id) else {
+            return;
+        };
+        if let Some(ids) = self.by_customer.get_mut(&order.customer_id) {
+            ids.remove(order_id);
+            if ids.is_empty() {
+                self.by_customer.remove(&order.customer_id);
+            }
+        }
     }
 
     /// Reserves every line or none; the reason names the first line that fails.
@@ -148,7 +170,7 @@ impl OrderIntake for MemoryStore {
             .get(order_id)
             .is_some_and(|o| o.status == OrderStatus::Pending)
         {
-            state.orders.remove(order_id);
+            state.remove(order_id);
         }
         Ok(())
     }
@@ -171,6 +193,27 @@ impl OrderQueries for MemoryStore {
             None => state.orders.range(..),
         };
         Ok(range.rev().take(limit).map(|(_, o)| o.clone()).collect())
+    }
+
+    async fn list_customer_orders(
+        &self,
+        customer_id: &str,
+        limit: usize,
+        before: Option<&OrderId>,
+    ) -> Result<Vec<Order>, StoreError> {
+        let state = self.lock();
+        let Some(ids) = state.by_customer.get(customer_id) else {
+            return Ok(Vec::new());
+        };
+        let range = match before {
+            Some(before) => ids.range(..*before),
+            None => ids.range(..),
+        };
+        Ok(range
+            .rev()
+            .filter_map(|id| state.orders.get(id).cloned())
+            .take(limit)
+            .collect())
     }
 }
 

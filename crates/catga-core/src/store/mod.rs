@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | [`Catalog`] | order-api | seeds, lists, looks up and upserts products |
 //! | [`OrderIntake`] | order-api | records a pending order, discards one whose command never became durable |
-//! | [`OrderQueries`] | order-api | reads one order, pages through orders newest first |
+//! | [`OrderQueries`] | order-api | reads one order, pages through orders (all, or one customer's) newest first |
 //! | [`CommandApplier`] | order-service | applies place and cancel commands (the write model) |
 //! | [`Ping`] | every service's readiness | whether the store answers |
 //!
@@ -187,6 +187,16 @@ pub trait OrderQueries: Send + Sync + 'static {
     /// Orders newest first, strictly older than `before` when given.
     async fn list_orders(
         &self,
+        limit: usize,
+        before: Option<&OrderId>,
+    ) -> Result<Vec<Order>, StoreError>;
+
+    /// The orders of `customer_id` only, as [`OrderQueries::list_orders`]
+    /// pages them. Read from that customer's own index, so a page costs the
+    /// same however many orders other customers have.
+    async fn list_customer_orders(
+        &self,
+        customer_id: &str,
         limit: usize,
         before: Option<&OrderId>,
     ) -> Result<Vec<Order>, StoreError>;

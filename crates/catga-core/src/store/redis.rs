@@ -75,6 +75,10 @@ fn order_key(id: &OrderId) -> String {
     format!("{}{id}", redis_keys::ORDER_PREFIX)
 }
 
+fn customer_index_key(customer_id: &str) -> String {
+    format!("{}{customer_id}", redis_keys::CUSTOMER_ORDER_INDEX_PREFIX)
+}
+
 fn product_key(id: &str) -> String {
     format!("{}{id}", redis_keys::PRODUCT_PREFIX)
 }
@@ -139,6 +143,14 @@ fn applied_from_reply(reply: (String, String)) -> Result<Applied, StoreError> {
         effect: Effect::decode(&marker)?,
     })
 }
+
+/// `HMGET doc status reason updatedAt` of one order.
+type OrderFields = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 type ProductRow = (String, Option<String>, Option<String>, Option<i64>);
 
@@ -236,6 +248,7 @@ impl OrderIntake for RedisStore {
         let _: i64 = CREATE_PENDING
             .key(order_key(&draft.order_id))
             .key(redis_keys::ORDER_INDEX)
+            .key(customer_index_key(&draft.customer_id))
             .arg(draft_json(draft)?)
             .arg(now_rfc3339())
             .arg(draft.order_id.to_string())
@@ -246,9 +259,15 @@ impl OrderIntake for RedisStore {
 
     #[tracing::instrument(skip_all, fields(otel.name = "redis discard_pending", otel.kind = "client", db.system.name = "redis"))]
     async fn discard_pending(&self, order_id: &OrderId) -> Result<(), StoreError> {
+        // The customer never changes after creation, so reading it before the
+        // atomic step is safe (as in apply_cancel); the script decides.
+        let Some(order) = self.order(order_id).await? else {
+            return Ok(());
+        };
         let _: i64 = DISCARD_PENDING
             .key(order_key(order_id))
             .key(redis_keys::ORDER_INDEX)
+            .key(customer_index_key(&order.customer_id))
             .arg(order_id.to_string())
             .invoke_async(&mut self.conn.clone())
             .await?;
@@ -260,12 +279,7 @@ impl OrderIntake for RedisStore {
 impl OrderQueries for RedisStore {
     #[tracing::instrument(skip_all, fields(otel.name = "redis order", otel.kind = "client", db.system.name = "redis"))]
     async fn order(&self, order_id: &OrderId) -> Result<Option<Order>, StoreError> {
-        let fields: (
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        ) = redis::cmd("HMGET")
+        let fields: OrderFields = redis::cmd("HMGET")
             .arg(order_key(order_id))
             .arg(&["doc", "status", "reason", "updatedAt"])
             .query_async(&mut self.conn.clone())
@@ -279,14 +293,33 @@ impl OrderQueries for RedisStore {
         limit: usize,
         before: Option<&OrderId>,
     ) -> Result<Vec<Order>, StoreError> {
+        self.list_index(redis_keys::ORDER_INDEX, limit, before)
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(otel.name = "redis list_customer_orders", otel.kind = "client", db.system.name = "redis"))]
+    async fn list_customer_orders(
+        &self,
+        customer_id: &str,
+        limit: usize,
+        before: Option<&OrderId>,
+    ) -> Result<Vec<Order>, StoreError> {
+        self.list_index(&customer_index_key(customer_id), limit, before)
+            .await
+    }
+}
+
+impl RedisStore {
+    /// A page of the orders in `index`, newest first.
+    async fn list_index(
+        &self,
+        index: &str,
+        limit: usize,
+        before: Option<&OrderId>,
+    ) -> Result<Vec<Order>, StoreError> {
         let max = before.map_or_else(|| "+".to_owned(), |id| format!("({id}"));
-        let rows: Vec<(
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        )> = LIST_ORDERS
-            .key(redis_keys::ORDER_INDEX)
+        let rows: Vec<OrderFields> = LIST_ORDERS
+            .key(index)
             .arg(max)
             .arg(limit)
             .arg(redis_keys::ORDER_PREFIX)
@@ -312,6 +345,7 @@ impl CommandApplier for RedisStore {
             .key(order_key(&command.order_id))
             .key(redis_keys::ORDER_INDEX)
             .key(processed_key(&command.command_id))
+            .key(customer_index_key(&command.customer_id))
             .arg(draft_json(&command.draft())?)
             .arg(now_rfc3339())
             .arg(command.order_id.to_string())

@@ -20,15 +20,16 @@ use std::sync::Arc;
 
 use axum::{
     extract::{FromRequestParts, Request, State},
-    http::{HeaderMap, StatusCode, header, request::Parts},
+    http::{HeaderMap, header, request::Parts},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use catga_core::{
     contracts::{metrics as names, services},
     domain::{limits, validate_text},
-    http::Problem,
 };
+
+use crate::http::ApiError;
 
 pub use refusal::Refusal;
 pub use settings::{AuthSettings, ClaimNames, JwtSecret, KeyLocation};
@@ -125,12 +126,12 @@ pub enum Authenticator {
 impl Authenticator {
     /// Validates tokens with `validator`. Every refusal series starts at 0,
     /// so dashboards and alerts see it before the first refusal.
-    pub fn tokens(validator: Validator) -> Self {
+    pub fn tokens(validator: impl Into<Arc<Validator>>) -> Self {
         for reason in Refusal::REASONS {
             metrics::counter!(names::AUTH_REFUSALS, "service" => services::ORDER_API, "reason" => reason)
                 .increment(0);
         }
-        Authenticator::Tokens(Arc::new(validator))
+        Authenticator::Tokens(validator.into())
     }
 
     /// The access `headers` prove. Refusals are counted by reason.
@@ -180,24 +181,21 @@ pub async fn authenticate(
             request.extensions_mut().insert(access);
             next.run(request).await
         }
-        Err(refusal) => refusal.into_response(),
+        Err(refusal) => ApiError::from(refusal).into_response(),
     }
 }
 
 /// The [`Access`] that [`authenticate`] established. A route without the
 /// middleware fails closed (500), never open.
 impl<S: Send + Sync> FromRequestParts<S> for Access {
-    type Rejection = Problem;
+    type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts.extensions.get::<Access>().cloned().ok_or_else(|| {
-            tracing::error!(path = %parts.uri.path(), "a route needs Access but is not behind auth::authenticate");
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "Internal error",
-            )
-        })
+        parts
+            .extensions
+            .get::<Access>()
+            .cloned()
+            .ok_or_else(|| ApiError::Unguarded(parts.uri.path().to_owned()))
     }
 }
 

@@ -1,12 +1,7 @@
-//! Why a request's credentials were refused, and how that is answered:
-//! `401` with an RFC 6750 `WWW-Authenticate` challenge, or `503` when the
-//! identity provider's keys cannot be had at all.
-
-use axum::{
-    http::{HeaderValue, StatusCode, header},
-    response::{IntoResponse, Response},
-};
-use catga_core::http::Problem;
+//! Why a request's credentials were refused. It is answered as an
+//! [`ApiError::Unauthenticated`](crate::http::ApiError): `401` with the RFC
+//! 6750 `WWW-Authenticate` challenge of [`Refusal::challenge`], or `503` when
+//! the identity provider's keys cannot be had at all.
 
 /// A refused bearer token. Each variant is one `reason` label of
 /// `catga_auth_refusals_total`.
@@ -112,37 +107,15 @@ impl Refusal {
     }
 }
 
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        if matches!(self, Refusal::KeysUnavailable) {
-            return crate::http::unavailable(
-                "the identity provider's signing keys cannot be fetched; retry shortly",
-            )
-            .into_response();
-        }
-        let challenge = self.challenge();
-        let mut response = Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "Authentication required",
-        )
-        .detail(match &self {
-            Refusal::Missing => "send Authorization: Bearer <token>".to_owned(),
-            other => other.to_string(),
-        })
-        .into_response();
-        if let Ok(value) = HeaderValue::from_str(&challenge) {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, value);
-        }
-        response
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use axum::{
+        http::{StatusCode, header},
+        response::IntoResponse,
+    };
+
     use super::*;
+    use crate::http::ApiError;
 
     #[test]
     fn challenges_follow_rfc_6750() {
@@ -161,7 +134,7 @@ mod tests {
             Refusal::Issuer,
             Refusal::Claims("sub\"".to_owned()),
         ] {
-            let response = refusal.into_response();
+            let response = ApiError::from(refusal).into_response();
             assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
             let challenge = response.headers()[header::WWW_AUTHENTICATE]
                 .to_str()
@@ -169,7 +142,7 @@ mod tests {
             assert!(challenge.starts_with("Bearer error=\"invalid_token\", error_description=\""));
             assert_eq!(challenge.matches('"').count(), 4, "{challenge}");
         }
-        let response = Refusal::KeysUnavailable.into_response();
+        let response = ApiError::from(Refusal::KeysUnavailable).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(response.headers().contains_key(header::RETRY_AFTER));
     }

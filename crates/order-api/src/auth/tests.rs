@@ -4,7 +4,13 @@
 
 use std::time::Duration;
 
-use axum::{Router, body::Body, http::Request, middleware, routing::get};
+use axum::{
+    Router,
+    body::Body,
+    http::{Request, StatusCode},
+    middleware,
+    routing::get,
+};
 use catga_core::config::Env;
 
 use super::{token::TokenSigner, *};

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use crate::auth::{ForeignCustomer, Refusal};
 use axum::{
     extract::rejection::BytesRejection,
     http::{HeaderValue, StatusCode, header},
@@ -65,14 +66,14 @@ pub enum ApiError {
         order_id: OrderId,
         status: OrderStatus,
     },
-    #[error("no bearer token")]
-    MissingToken,
-    #[error("invalid token")]
-    InvalidToken(#[source] jsonwebtoken::errors::Error),
+    /// The bearer token is missing or refused (401 with a `WWW-Authenticate`
+    /// challenge), or the keys to check it cannot be had (503).
+    #[error("not authenticated")]
+    Unauthenticated(#[from] Refusal),
+    #[error("an order for another customer")]
+    ForeignCustomer(#[from] ForeignCustomer),
     #[error("admin role required")]
     NotAdmin,
-    #[error("catalog administration is disabled")]
-    AdministrationDisabled,
     #[error("no such route")]
     NoSuchRoute,
     #[error("method not allowed")]
@@ -93,6 +94,10 @@ pub enum ApiError {
     Encode(#[source] serde_json::Error),
     #[error("a handler panicked: {0}")]
     Panicked(String),
+    /// A handler that needs the caller's access on a route not behind
+    /// `auth::authenticate`: fails closed.
+    #[error("route {0} is not behind the authentication middleware")]
+    Unguarded(String),
 }
 
 impl ApiError {
@@ -182,18 +187,29 @@ impl ApiError {
                 "The order cannot be cancelled",
             )
             .detail(self.to_string()),
-            ApiError::MissingToken => unauthorized().detail("send Authorization: Bearer <token>"),
-            ApiError::InvalidToken(source) => {
-                unauthorized().detail(format!("invalid token: {source}"))
+            ApiError::Unauthenticated(Refusal::KeysUnavailable) => {
+                unavailable("the identity provider's signing keys cannot be fetched; retry shortly")
             }
+            ApiError::Unauthenticated(refusal) => Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "Authentication required",
+            )
+            .detail(match refusal {
+                Refusal::Missing => "send Authorization: Bearer <token>".to_owned(),
+                other => other.to_string(),
+            })
+            .field("Authorization"),
+            ApiError::ForeignCustomer(err) => Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Orders may only be placed for the caller",
+            )
+            .detail(err.to_string())
+            .field("customerId"),
             ApiError::NotAdmin => {
                 Problem::new(StatusCode::FORBIDDEN, "forbidden", "Admin role required")
             }
-            ApiError::AdministrationDisabled => Problem::new(
-                StatusCode::NOT_FOUND,
-                "not-found",
-                "Catalog administration is disabled on this deployment",
-            ),
             ApiError::NoSuchRoute => {
                 Problem::new(StatusCode::NOT_FOUND, "not-found", "No such resource")
             }
@@ -218,7 +234,10 @@ impl ApiError {
             ApiError::Idempotency(err) if err.is_transient() => {
                 unavailable("the idempotency store is unavailable; retry shortly")
             }
-            ApiError::Idempotency(_) | ApiError::Encode(_) | ApiError::Panicked(_) => internal(),
+            ApiError::Idempotency(_)
+            | ApiError::Encode(_)
+            | ApiError::Panicked(_)
+            | ApiError::Unguarded(_) => internal(),
         }
     }
 }
@@ -235,17 +254,8 @@ impl ApiError {
     }
 }
 
-fn unauthorized() -> Problem {
-    Problem::new(
-        StatusCode::UNAUTHORIZED,
-        "unauthorized",
-        "Authentication required",
-    )
-    .field("Authorization")
-}
-
 /// A dependency is away: the client should retry.
-pub(crate) fn unavailable(detail: &'static str) -> Problem {
+fn unavailable(detail: &'static str) -> Problem {
     Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",
@@ -278,10 +288,13 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut response = problem.into_response();
-        if matches!(self, ApiError::MissingToken | ApiError::InvalidToken(_)) {
+        if let ApiError::Unauthenticated(refusal) = &self
+            && response.status() == StatusCode::UNAUTHORIZED
+            && let Ok(challenge) = HeaderValue::from_str(&refusal.challenge())
+        {
             response
                 .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                .insert(header::WWW_AUTHENTICATE, challenge);
         }
         response
     }
@@ -328,12 +341,32 @@ mod tests {
 
     #[test]
     fn token_errors_challenge_for_a_bearer_token_and_others_do_not() {
-        let missing = ApiError::MissingToken.into_response();
+        let missing = ApiError::from(Refusal::Missing).into_response();
         assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(header(&missing, header::WWW_AUTHENTICATE), Some("Bearer"));
+        assert_eq!(
+            header(&missing, header::CONTENT_TYPE),
+            Some("application/problem+json")
+        );
+        let expired = ApiError::from(Refusal::Expired).into_response();
+        assert_eq!(expired.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            header(&expired, header::WWW_AUTHENTICATE),
+            Some("Bearer error=\"invalid_token\", error_description=\"the token has expired\"")
+        );
         let not_admin = ApiError::NotAdmin.into_response();
         assert_eq!(not_admin.status(), StatusCode::FORBIDDEN);
         assert_eq!(header(&not_admin, header::WWW_AUTHENTICATE), None);
+        let foreign = ApiError::from(ForeignCustomer {
+            caller: "c-1".to_owned(),
+        })
+        .into_response();
+        assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
+        assert_eq!(header(&foreign, header::WWW_AUTHENTICATE), None);
+        let keys = ApiError::from(Refusal::KeysUnavailable).into_response();
+        assert_eq!(keys.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(header(&keys, header::RETRY_AFTER), Some("2"));
+        assert_eq!(header(&keys, header::WWW_AUTHENTICATE), None);
     }
 
     #[test]

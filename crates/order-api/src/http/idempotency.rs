@@ -3,7 +3,8 @@
 //! [`Claimed::save_response`] keeps the answer for the retries that follow.
 //!
 //! The record is `catga_core::idempotency`'s; its outcome here is the HTTP
-//! response to replay ([`SavedResponse`]), an order-api concern only.
+//! response to replay ([`SavedResponse`]), an order-api concern only. Keys are
+//! scoped to the caller ([`Access::scoped_idempotency_key`]).
 
 use std::{sync::Arc, time::Duration};
 
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::{ApiError, AppState};
+use crate::auth::Access;
 
 /// How long a claimed `Idempotency-Key` stays in flight before a retry may
 /// take it over (the first request's replica is presumed dead by then).
@@ -46,11 +48,14 @@ pub(crate) enum NextAction {
 /// ([`ApiError::RequestInFlight`], [`ApiError::IdempotencyKeyReused`]).
 pub(crate) async fn try_processing(
     state: &AppState,
+    access: &Access,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<NextAction, ApiError> {
-    // The header is validated even when idempotency is switched off.
-    let key = idempotency_key(headers)?;
+    // The header is validated even when idempotency is switched off. The
+    // stored key is the caller's: two callers' equal keys never meet, so one
+    // cannot replay or block another's request.
+    let key = idempotency_key(headers)?.map(|key| access.scoped_idempotency_key(&key));
     let proposed = OrderId::new();
     let (Some(store), Some(key)) = (&state.idempotency, key) else {
         return Ok(NextAction::StartProcessing {

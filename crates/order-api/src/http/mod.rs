@@ -25,12 +25,13 @@ use catga_core::{
     store::OrderStore, telemetry,
 };
 use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
+
+use crate::auth::{self, Authenticator};
 use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer};
 
-pub(crate) use error::unavailable;
 pub use error::{ApiError, RETRY_AFTER_SECONDS};
 pub use orders::{CreateOrderRequest, OrderItemRequest, OrderPage};
-pub use products::{AdminClaims, ProductUpsert};
+pub use products::ProductUpsert;
 
 /// Longest any request may take; the answer is then 503 with `Retry-After`.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,8 +48,9 @@ pub struct AppState {
     /// `None` when `Catga__EnableIdempotency` is false: `Idempotency-Key` is ignored.
     pub idempotency: Option<Arc<dyn IdempotencyStore>>,
     pub idempotency_ttl: Duration,
-    /// `None` disables catalog administration.
-    pub jwt_key: Option<Arc<jsonwebtoken::DecodingKey>>,
+    /// Who is calling: every API route but the catalog and the docs is
+    /// behind it.
+    pub authenticator: Authenticator,
     pub max_body_bytes: usize,
     /// API requests handled at once (health and metrics are not counted).
     pub max_concurrent_requests: usize,
@@ -65,13 +67,21 @@ pub fn app(state: AppState, health: Health) -> Router {
         .layer(GlobalConcurrencyLimitLayer::new(
             state.max_concurrent_requests.max(1),
         ));
-    let api = Router::new()
+    // A bearer token on every API route except reading the catalog and the
+    // API's own description.
+    let protected = Router::new()
         .route("/api/orders", post(orders::create).get(orders::list))
         .route("/api/orders/{order_id}", get(orders::get_one))
         .route("/api/orders/{order_id}/cancel", post(orders::cancel))
-        .route("/api/products", get(products::list))
         .route("/api/products/{product_id}", put(products::upsert))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.authenticator.clone(),
+            auth::authenticate,
+        ));
+    let api = Router::new()
+        .route("/api/products", get(products::list))
         .route(docs::OPENAPI_PATH, get(openapi::document))
+        .merge(protected)
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(admission);

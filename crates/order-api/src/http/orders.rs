@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use utoipa::ToSchema;
 
+use crate::auth::Access;
+
 use super::{
     ApiError, AppState, PUBLISH_TIMEOUT,
     extract::{JsonBody, QueryParams},
@@ -29,8 +31,11 @@ const MAX_PAGE: usize = 100;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateOrderRequest {
-    #[schema(example = "c-42", min_length = 1, max_length = 64)]
-    pub customer_id: String,
+    /// The customer is the token's; if given, it must be that same customer
+    /// (else 403). Required only when authentication is off.
+    #[schema(example = "c-42", min_length = 1, max_length = 64, pattern = r"\S")]
+    #[serde(default)]
+    pub customer_id: Option<String>,
     #[schema(min_items = 1, max_items = 50)]
     pub items: Vec<OrderItemRequest>,
 }
@@ -38,7 +43,7 @@ pub struct CreateOrderRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrderItemRequest {
-    #[schema(example = "PROD-001", min_length = 1, max_length = 64)]
+    #[schema(example = "PROD-001", min_length = 1, max_length = 64, pattern = r"\S")]
     pub product_id: String,
     #[schema(minimum = 1, maximum = 1000)]
     pub quantity: u32,
@@ -78,20 +83,24 @@ fn accepted(order: &Order) -> Result<SavedResponse, ApiError> {
     path = "/api/orders",
     tag = "orders",
     request_body = CreateOrderRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a repeat with the same key and body replays the first answer")),
+    params(("Idempotency-Key" = Option<String>, Header, min_length = 1, max_length = 255, pattern = r"^[ -~]*[!-~][ -~]*$", description = "Makes retries safe: a repeat with the same key and body by the same caller replays the first answer; other callers' keys never meet it")),
+    security(("bearer" = [])),
     responses(
         (status = 202, description = "Accepted; the command is durably stored", body = Order,
             headers(("Location" = String, description = "URL of the order"))),
         (status = 400, description = "Malformed JSON or Idempotency-Key", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (see WWW-Authenticate)", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "customerId names another customer than the token's", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "A request with this Idempotency-Key is still in flight", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid order, unknown product, or Idempotency-Key reused with another body", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Cannot make the order durable now; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Cannot make the order durable now, or the identity provider's keys are unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn create(
     State(state): State<AppState>,
+    access: Access,
     headers: HeaderMap,
     JsonBody {
         value: request,
@@ -106,18 +115,25 @@ pub async fn create(
             quantity: item.quantity,
         })
         .collect();
-    domain::validate_order_request(&request.customer_id, &requested)?;
+    // A malformed customerId is a 422 before it is compared with the caller's.
+    let named = request.customer_id.as_deref().map(str::trim);
+    if let Some(named) = named {
+        domain::validate_text("customerId", named, domain::limits::MAX_ID_LEN)?;
+    }
+    let customer_id = access.order_customer(named)?.unwrap_or_default().to_owned();
+    domain::validate_order_request(&customer_id, &requested)?;
     let ids: Vec<&str> = requested.iter().map(|i| i.product_id.as_str()).collect();
     let catalog = state.store.products_by_id(&ids).await?;
     let (items, total_amount) = domain::price_items(&requested, &catalog)?;
 
-    let (order_id, claim) = match idempotency::try_processing(&state, &headers, &raw).await? {
-        NextAction::StartProcessing { order_id, claim } => (order_id, claim),
-        NextAction::ReturnSavedResponse(saved) => return Ok(saved),
-    };
+    let (order_id, claim) =
+        match idempotency::try_processing(&state, &access, &headers, &raw).await? {
+            NextAction::StartProcessing { order_id, claim } => (order_id, claim),
+            NextAction::ReturnSavedResponse(saved) => return Ok(saved),
+        };
     let draft = OrderDraft {
         order_id,
-        customer_id: request.customer_id.trim().to_owned(),
+        customer_id,
         items,
         total_amount,
         created_at: OffsetDateTime::now_utc(),
@@ -192,42 +208,58 @@ async fn publish_command(
     path = "/api/orders/{order_id}",
     tag = "orders",
     params(("order_id" = String, Path, description = "Order id (UUID)")),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "The order", body = Order),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (see WWW-Authenticate)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or another customer's (the same answer, so ids cannot be probed)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store or identity provider unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn get_one(
     State(state): State<AppState>,
+    access: Access,
     Path(order_id): Path<String>,
 ) -> Result<Json<Order>, ApiError> {
-    let id = parse_order_id(&order_id)?;
-    let order = state
+    Ok(Json(visible_order(&state, &access, order_id).await?))
+}
+
+/// The order `raw_id` names, if the caller may see it. Another customer's
+/// order is answered exactly as one that does not exist.
+async fn visible_order(
+    state: &AppState,
+    access: &Access,
+    raw_id: String,
+) -> Result<Order, ApiError> {
+    let id = parse_order_id(&raw_id)?;
+    state
         .store
         .order(&id)
         .await?
-        .ok_or(ApiError::OrderNotFound(order_id))?;
-    Ok(Json(order))
+        .filter(|order| access.may_access(&order.customer_id))
+        .ok_or(ApiError::OrderNotFound(raw_id))
 }
 
-/// Lists orders, newest first.
+/// Lists the caller's orders (an admin's: everyone's), newest first.
 #[utoipa::path(
     get,
     path = "/api/orders",
     tag = "orders",
     params(
-        ("limit" = Option<usize>, Query, description = "Page size, 1 to 100 (default 20)"),
-        ("cursor" = Option<String>, Query, description = "The nextCursor of the previous page"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 100, description = "Page size, 1 to 100 (default 20)"),
+        ("cursor" = Option<String>, Query, format = Uuid, description = "The nextCursor of the previous page (an order id)"),
     ),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "A page of orders", body = OrderPage),
         (status = 400, description = "Bad limit or cursor", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Store unavailable", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (see WWW-Authenticate)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store or identity provider unavailable", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn list(
     State(state): State<AppState>,
+    access: Access,
     query: QueryParams,
 ) -> Result<Json<OrderPage>, ApiError> {
     let bad = |field, detail| ApiError::InvalidQueryParameter { field, detail };
@@ -244,14 +276,24 @@ pub async fn list(
                 )
             })?,
     };
-    let cursor = match query.get("cursor").filter(|c| !c.is_empty()) {
+    let cursor = match query.get("cursor") {
         None => None,
         Some(raw) => Some(
             raw.parse::<OrderId>()
                 .map_err(|_| bad("cursor", "cursor is not one this API returned".to_owned()))?,
         ),
     };
-    let items = state.store.list_orders(limit, cursor.as_ref()).await?;
+    // A customer's page comes from their own index: as fast with a million
+    // orders in the store as with ten.
+    let items = match access.listing_owner() {
+        Some(customer_id) => {
+            state
+                .store
+                .list_customer_orders(customer_id, limit, cursor.as_ref())
+                .await?
+        }
+        None => state.store.list_orders(limit, cursor.as_ref()).await?,
+    };
     let next_cursor = if items.len() == limit {
         items.last().map(|o| o.order_id.to_string())
     } else {
@@ -267,23 +309,22 @@ pub async fn list(
     path = "/api/orders/{order_id}/cancel",
     tag = "orders",
     params(("order_id" = String, Path, description = "Order id (UUID)")),
+    security(("bearer" = [])),
     responses(
         (status = 202, description = "Cancellation accepted; the order as it is now", body = Order),
-        (status = 404, description = "No such order", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or invalid bearer token (see WWW-Authenticate)", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such order, or another customer's (the same answer, so ids cannot be probed)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The order is already rejected or cancelled", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Cannot make the command durable now", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn cancel(
     State(state): State<AppState>,
+    access: Access,
     Path(order_id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let id = parse_order_id(&order_id)?;
-    let order = state
-        .store
-        .order(&id)
-        .await?
-        .ok_or(ApiError::OrderNotFound(order_id))?;
+    let order = visible_order(&state, &access, order_id).await?;
+    let id = order.order_id;
     if !is_cancellable(order.status) {
         return Err(ApiError::OrderNotCancellable {
             order_id: id,

@@ -1,9 +1,9 @@
-//! `/api/products`: the catalog, and its administration by admin tokens.
+//! `/api/products`: the catalog (public), and its administration by admins.
 
 use axum::{
     Json,
     extract::{FromRequestParts, Path, State},
-    http::{header, request::Parts},
+    http::request::Parts,
 };
 use catga_core::{
     domain::{self, Product, limits},
@@ -14,60 +14,39 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::{ApiError, AppState, extract::JsonBody};
+use crate::auth::Access;
 
 /// `PUT /api/products/{id}` body.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProductUpsert {
-    #[schema(example = "Mechanical Keyboard", min_length = 1, max_length = 200)]
+    #[schema(
+        example = "Mechanical Keyboard",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S"
+    )]
     pub name: String,
     /// Exact decimal; a JSON number or string, at most 2 decimal places.
-    #[schema(value_type = f64, example = 19.99)]
+    #[schema(value_type = f64, example = 19.99, exclusive_minimum = 0, maximum = 1_000_000, multiple_of = 0.01)]
     pub unit_price: Decimal,
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub stock: i64,
 }
 
-/// Claims an admin token must carry.
-#[derive(Debug, Deserialize)]
-pub struct AdminClaims {
-    pub role: String,
-    #[serde(default)]
-    pub sub: Option<String>,
-}
+/// A caller with the admin role (any kind of key). Anyone else is refused
+/// with 403 before the body is read.
+pub struct Admin(pub Access);
 
-/// A request authenticated with an HS256 bearer token whose `role` is `admin`.
-pub struct Admin(pub AdminClaims);
-
-impl FromRequestParts<AppState> for Admin {
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let Some(key) = &state.jwt_key else {
-            return Err(ApiError::AdministrationDisabled);
-        };
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .ok_or(ApiError::MissingToken)?;
-        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp"]);
-        let claims = jsonwebtoken::decode::<AdminClaims>(token, key, &validation)
-            .map_err(ApiError::InvalidToken)?
-            .claims;
-        if claims.role != "admin" {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let access = Access::from_request_parts(parts, state).await?;
+        if !access.is_admin() {
             return Err(ApiError::NotAdmin);
         }
-        Ok(Admin(claims))
+        Ok(Admin(access))
     }
 }
 
@@ -85,7 +64,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Product>>, A
     Ok(Json(state.store.products().await?))
 }
 
-/// Creates or replaces a product. Requires an admin bearer token.
+/// Creates or replaces a product. Requires a bearer token with the admin role.
 #[utoipa::path(
     put,
     path = "/api/products/{product_id}",
@@ -98,8 +77,10 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<Product>>, A
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or invalid token", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "Token without the admin role", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Administration disabled (no Auth__JwtSecret)", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid product", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Store or identity provider unavailable; retry after Retry-After", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn upsert(
@@ -117,6 +98,6 @@ pub async fn upsert(
         stock: body.stock,
     };
     state.store.upsert_product(&product).await?;
-    tracing::info!(product_id = %product.product_id, admin = admin.sub.as_deref().unwrap_or("?"), "product upserted");
+    tracing::info!(product_id = %product.product_id, admin = ?admin, "product upserted");
     Ok(Json(product))
 }

@@ -19,15 +19,34 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::{AppState, app, openapi::ApiDoc};
+use crate::auth::{AuthSettings, Authenticator, JwtSecret, Validator, token::TokenSigner};
 
-async fn test_app(idempotency: bool, jwt: bool) -> Router {
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+fn secret_settings() -> AuthSettings {
+    AuthSettings {
+        jwt_secret: Some(JwtSecret::new(SECRET).expect("secret")),
+        ..AuthSettings::default()
+    }
+}
+
+/// `Authorization: Bearer …` for `subject`, an admin with `admin`.
+fn bearer(subject: &str, admin: bool) -> String {
+    let token = TokenSigner::from_settings(&secret_settings())
+        .expect("signer")
+        .mint(subject, admin.then_some("admin"), Duration::from_secs(600))
+        .expect("token");
+    format!("Bearer {token}")
+}
+
+async fn test_app(idempotency: bool, authenticated: bool) -> Router {
     app(
-        test_state(idempotency, jwt).await,
+        test_state(idempotency, authenticated).await,
         Health::new("order-api", Vec::new()),
     )
 }
 
-async fn test_state(idempotency: bool, jwt: bool) -> AppState {
+async fn test_state(idempotency: bool, authenticated: bool) -> AppState {
     let store = MemoryStore::new();
     store
         .ensure_catalog(&default_catalog())
@@ -41,12 +60,11 @@ async fn test_state(idempotency: bool, jwt: bool) -> AppState {
                 as Arc<dyn catga_core::idempotency::IdempotencyStore>
         }),
         idempotency_ttl: Duration::from_secs(60),
-        jwt_key: jwt.then(|| {
-            Arc::new(
-                jsonwebtoken::DecodingKey::from_secret(b"0123456789abcdef0123456789abcdef")
-                    .expect("key"),
-            )
-        }),
+        authenticator: if authenticated {
+            Authenticator::tokens(Validator::new(&secret_settings()).expect("validator"))
+        } else {
+            Authenticator::Anonymous
+        },
         max_body_bytes: 4096,
         max_concurrent_requests: 64,
     }
@@ -150,18 +168,219 @@ async fn idempotency_can_be_switched_off() {
 }
 
 #[tokio::test]
-async fn catalog_administration_is_disabled_without_a_secret() {
-    let app = test_app(true, false).await;
-    let (status, content_type, _) = call(
+async fn catalog_administration_needs_the_admin_role() {
+    let product = || Some(json!({"name": "x", "unitPrice": 1, "stock": 1}));
+    // Anonymous access (authentication off) never administers the catalog.
+    let open = test_app(true, false).await;
+    let (status, content_type, _) =
+        call(&open, Method::PUT, "/api/products/X", product(), &[]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(content_type, "application/problem+json");
+
+    let app = test_app(true, true).await;
+    let customer = bearer("c-1", false);
+    let (status, _, _) = call(
         &app,
         Method::PUT,
         "/api/products/X",
-        Some(json!({"name": "x", "unitPrice": 1, "stock": 1})),
-        &[],
+        product(),
+        &[("authorization", &customer)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    // Refused before the body is read.
+    let (status, _, _) = call(
+        &app,
+        Method::PUT,
+        "/api/products/X",
+        Some(json!({"bogus": true})),
+        &[("authorization", &customer)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let admin = bearer("ops-1", true);
+    let (status, _, body) = call(
+        &app,
+        Method::PUT,
+        "/api/products/X",
+        product(),
+        &[("authorization", &admin)],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    // Reading the catalog needs no token.
+    let (status, _, _) = call(&app, Method::GET, "/api/products", None, &[]).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn every_order_route_needs_a_token_and_the_documents_do_not() {
+    let app = test_app(true, true).await;
+    let id = "01a22681-80fb-74d7-90dc-d3c415b0c7a8";
+    for (method, path) in [
+        (Method::POST, "/api/orders".to_owned()),
+        (Method::GET, "/api/orders".to_owned()),
+        (Method::GET, format!("/api/orders/{id}")),
+        (Method::POST, format!("/api/orders/{id}/cancel")),
+        (Method::PUT, "/api/products/X".to_owned()),
+    ] {
+        let (status, content_type, body) = call(&app, method.clone(), &path, None, &[]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path}");
+        assert_eq!(content_type, "application/problem+json", "{method} {path}");
+        assert_eq!(body["status"], 401);
+    }
+    for path in ["/api/products", "/api/openapi.json"] {
+        let (status, _, _) = call(&app, Method::GET, path, None, &[]).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn each_customer_sees_and_cancels_only_their_own_orders() {
+    let app = test_app(true, true).await;
+    let (alice, bob, admin) = (
+        bearer("alice", false),
+        bearer("bob", false),
+        bearer("ops", true),
+    );
+    let as_ = |token: &str| vec![("authorization", token.to_owned())];
+    let headers =
+        |list: &[(&'static str, String)]| -> Vec<(&'static str, String)> { list.to_vec() };
+    let post = |token: String, body: Value, key: Option<&'static str>| {
+        let app = app.clone();
+        async move {
+            let mut list = headers(&as_(&token));
+            if let Some(key) = key {
+                list.push(("idempotency-key", key.to_owned()));
+            }
+            let list: Vec<(&str, &str)> = list.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            call(&app, Method::POST, "/api/orders", Some(body), &list).await
+        }
+    };
+    let items = json!([{"productId": "PROD-001", "quantity": 1}]);
+
+    // The customer comes from the token; the body may leave it out or repeat it.
+    let (status, _, a1) = post(alice.clone(), json!({"items": items}), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{a1}");
+    assert_eq!(a1["customerId"], "alice");
+    let (status, _, a2) = post(
+        alice.clone(),
+        json!({"customerId": "alice", "items": items}),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{a2}");
+    let (status, content_type, body) = post(
+        alice.clone(),
+        json!({"customerId": "bob", "items": items}),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(content_type, "application/problem+json");
+    let (status, _, b1) = post(bob.clone(), json!({"items": items}), None).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{b1}");
+
+    let get = |token: String, path: String| {
+        let app = app.clone();
+        async move { call(&app, Method::GET, &path, None, &[("authorization", &token)]).await }
+    };
+    let a1_path = format!("/api/orders/{}", a1["orderId"].as_str().expect("id"));
+    let (status, _, _) = get(alice.clone(), a1_path.clone()).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _, foreign) = get(bob.clone(), a1_path.clone()).await;
+    let (_, _, missing) = get(
+        bob.clone(),
+        "/api/orders/01a22681-80fb-74d7-90dc-d3c415b0c7a8".to_owned(),
     )
     .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    assert_eq!(content_type, "application/problem+json");
+    assert_eq!(
+        foreign["title"], missing["title"],
+        "the same answer as a missing order"
+    );
+    assert_eq!(foreign["type"], missing["type"]);
+    let (status, _, _) = get(admin.clone(), a1_path.clone()).await;
+    assert_eq!(status, StatusCode::OK, "admin reads every order");
+
+    let ids = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|o| o["orderId"].as_str().expect("id").to_owned())
+            .collect()
+    };
+    let (_, _, listed) = get(alice.clone(), "/api/orders".to_owned()).await;
+    assert_eq!(
+        ids(&listed),
+        [
+            a2["orderId"].as_str().expect("id"),
+            a1["orderId"].as_str().expect("id")
+        ]
+    );
+    let (_, _, listed) = get(alice.clone(), "/api/orders?limit=1".to_owned()).await;
+    let cursor = listed["nextCursor"].as_str().expect("cursor").to_owned();
+    let (_, _, next) = get(
+        alice.clone(),
+        format!("/api/orders?limit=1&cursor={cursor}"),
+    )
+    .await;
+    assert_eq!(ids(&next), [a1["orderId"].as_str().expect("id")]);
+    let (_, _, listed) = get(bob.clone(), "/api/orders".to_owned()).await;
+    assert_eq!(ids(&listed), [b1["orderId"].as_str().expect("id")]);
+    let (_, _, listed) = get(admin.clone(), "/api/orders".to_owned()).await;
+    assert_eq!(ids(&listed).len(), 3, "admin lists everyone's");
+
+    let cancel = |token: String, path: String| {
+        let app = app.clone();
+        async move {
+            call(
+                &app,
+                Method::POST,
+                &format!("{path}/cancel"),
+                None,
+                &[("authorization", &token)],
+            )
+            .await
+        }
+    };
+    let (status, _, _) = cancel(bob.clone(), a1_path.clone()).await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "bob cannot cancel alice's order"
+    );
+    let (status, _, _) = cancel(admin.clone(), a1_path.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "admin cancels every order");
+
+    // The same Idempotency-Key from two customers: two orders.
+    let (status, _, first) = post(alice.clone(), json!({"items": items}), Some("shared-key")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _, second) = post(bob.clone(), json!({"items": items}), Some("shared-key")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_ne!(first["orderId"], second["orderId"]);
+    assert_eq!(second["customerId"], "bob");
+    let (_, _, replay) = post(alice.clone(), json!({"items": items}), Some("shared-key")).await;
+    assert_eq!(
+        replay["orderId"], first["orderId"],
+        "each still replays its own"
+    );
+}
+
+#[tokio::test]
+async fn anonymous_access_takes_the_customer_from_the_body() {
+    let app = test_app(true, false).await;
+    let (status, _, body) = call(
+        &app,
+        Method::POST,
+        "/api/orders",
+        Some(json!({"items": [{"productId": "PROD-001", "quantity": 1}]})),
+        &[],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["field"], "customerId");
 }
 
 #[tokio::test]
@@ -287,4 +506,40 @@ async fn a_key_in_flight_is_refused_then_its_answer_replayed() {
     let (status, _, replayed) = call(&app, Method::POST, "/api/orders", Some(order()), &key).await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_eq!(replayed, accepted);
+}
+
+#[test]
+fn the_document_declares_who_may_call_what() {
+    let doc = serde_json::to_value(<ApiDoc as utoipa::OpenApi>::openapi()).expect("json");
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().expect("item") {
+            let responses = operation["responses"].as_object().expect("responses");
+            let public = (path.as_str(), method.as_str()) == ("/api/products", "get");
+            assert_eq!(
+                operation["security"] == json!([{"bearer": []}]),
+                !public,
+                "{method} {path}: bearer token required exactly when protected"
+            );
+            assert_eq!(
+                responses.contains_key("401"),
+                !public,
+                "{method} {path}: 401 declared exactly when protected"
+            );
+            if path.starts_with("/api/orders/") {
+                assert!(responses.contains_key("404"), "{method} {path}");
+            }
+        }
+    }
+    for (path, method) in [
+        ("/api/orders", "post"),
+        ("/api/products/{product_id}", "put"),
+    ] {
+        assert!(
+            doc["paths"][path][method]["responses"]
+                .as_object()
+                .is_some_and(|r| r.contains_key("403")),
+            "{method} {path} declares 403"
+        );
+    }
 }

@@ -1,10 +1,11 @@
--- KEYS: order, index, processed, product...
+-- KEYS: order, index, processed, customer index, product...
 -- ARGV: doc, now, orderId, ttlSeconds, then (productId, quantity) per product key
 local done = redis.call('GET', KEYS[3])
 if done then return {'duplicate', done} end
 if redis.call('HSETNX', KEYS[1], 'doc', ARGV[1]) == 1 then
   redis.call('HSET', KEYS[1], 'status', 'Pending', 'updatedAt', ARGV[2])
   redis.call('ZADD', KEYS[2], 0, ARGV[3])
+  redis.call('ZADD', KEYS[4], 0, ARGV[3])
 end
 local status = redis.call('HGET', KEYS[1], 'status')
 local outcome
@@ -12,9 +13,9 @@ if status ~= 'Pending' then
   outcome = 'unchanged|' .. status .. '|'
 else
   local reason = nil
-  for i = 4, #KEYS do
-    local pid = ARGV[5 + (i - 4) * 2]
-    local qty = tonumber(ARGV[6 + (i - 4) * 2])
+  for i = 5, #KEYS do
+    local pid = ARGV[5 + (i - 5) * 2]
+    local qty = tonumber(ARGV[6 + (i - 5) * 2])
     local stock = redis.call('HGET', KEYS[i], 'stock')
     if not stock then
       reason = 'unknown product ' .. pid
@@ -29,8 +30,8 @@ else
     redis.call('HSET', KEYS[1], 'status', 'Rejected', 'reason', reason, 'updatedAt', ARGV[2])
     outcome = 'applied|Rejected|' .. reason
   else
-    for i = 4, #KEYS do
-      redis.call('HINCRBY', KEYS[i], 'stock', -tonumber(ARGV[6 + (i - 4) * 2]))
+    for i = 5, #KEYS do
+      redis.call('HINCRBY', KEYS[i], 'stock', -tonumber(ARGV[6 + (i - 5) * 2]))
     end
     redis.call('HSET', KEYS[1], 'status', 'Confirmed', 'updatedAt', ARGV[2])
     outcome = 'applied|Confirmed|'
