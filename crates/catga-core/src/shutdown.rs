@@ -135,7 +135,7 @@ impl BackgroundTasks {
 }
 
 /// The message a panic was raised with, when it has one.
-fn panic_message(panic: &(dyn Any + Send)) -> &str {
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {
     panic
         .downcast_ref::<&'static str>()
         .copied()

@@ -22,6 +22,7 @@ use catga_core::{
     idempotency::{IdempotencyStore, RedisIdempotencyStore},
     messaging::Publisher,
     service::{self, Connections, ServiceError},
+    shutdown::BackgroundTasks,
     store::OrderStore,
 };
 use tokio::net::TcpListener;
@@ -48,6 +49,9 @@ pub struct Backends {
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// Readiness of the backends, served on `/health`.
     pub health: Health,
+    /// Their background work (creating streams, readiness gauges, seeding
+    /// the catalog); [`run`] waits for it within the shutdown grace.
+    pub tasks: BackgroundTasks,
 }
 
 impl Backends {
@@ -65,7 +69,10 @@ impl Backends {
             shutdown,
         )
         .await?;
-        tokio::spawn(seed_catalog(connections.store.clone(), shutdown.clone()));
+        connections.tasks.spawn(
+            "seed the catalog",
+            seed_catalog(connections.store.clone(), shutdown.clone()),
+        );
         Ok(Self {
             store: connections.store,
             publisher: connections.broker,
@@ -74,6 +81,7 @@ impl Backends {
                 redis_keys::HTTP_IDEMPOTENCY_PREFIX,
             )),
             health: connections.health,
+            tasks: connections.tasks,
         })
     }
 }
@@ -97,6 +105,7 @@ pub async fn run(
         publisher,
         idempotency,
         health,
+        tasks,
     } = backends;
     let state = AppState {
         store,
@@ -111,9 +120,11 @@ pub async fn run(
         tracing::info!(%addr, "order-api listening");
     }
     let drain = service::drain_on(&shutdown, &health);
-    catga_core::http::serve(listener, app(state, health), drain)
-        .await
-        .map_err(ServiceError::from)?;
+    let serving = catga_core::http::serve(listener, app(state, health), drain);
+    let (served, grace_ends) =
+        service::until_drained(serving, &shutdown, settings.common.shutdown_grace).await;
+    tasks.wait_until(grace_ends).await;
+    served.map_err(ServiceError::from)?;
     tracing::info!("order-api stopped");
     Ok(())
 }

@@ -3,13 +3,17 @@
 //! never succeed, and drain on shutdown.
 
 use std::{
+    panic::AssertUnwindSafe,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
-use futures::StreamExt;
-use tokio::{sync::Semaphore, task::JoinSet};
+use futures::{FutureExt, StreamExt};
+use tokio::{
+    sync::Semaphore,
+    task::{JoinError, JoinSet},
+};
 use tokio_util::sync::CancellationToken;
 
 use super::{Broker, ConsumerSpec, Delivery, MessagingError};
@@ -113,7 +117,9 @@ pub async fn run_consumer(
         };
         tracing::info!(consumer = %spec.durable, stream = spec.stream, "consuming");
         loop {
-            while tasks.try_join_next().is_some() {}
+            while let Some(joined) = tasks.try_join_next() {
+                report_task_end(&spec.durable, joined);
+            }
             // Take a slot before pulling, so only what can be worked on is pulled.
             let slot = tokio::select! {
                 () = shutdown.cancelled() => {
@@ -164,15 +170,37 @@ pub async fn run_consumer(
         tracing::info!(consumer = %spec.durable, in_flight, "draining in-flight messages");
     }
     let drained = tokio::time::timeout(options.shutdown_grace, async {
-        while tasks.join_next().await.is_some() {}
+        while let Some(joined) = tasks.join_next().await {
+            report_task_end(&spec.durable, joined);
+        }
     })
     .await;
     if drained.is_err() {
         // Stop retrying; each task hands its message back, then finishes.
         abandon.cancel();
-        while tasks.join_next().await.is_some() {}
+        while let Some(joined) = tasks.join_next().await {
+            report_task_end(&spec.durable, joined);
+        }
     }
     tracing::info!(consumer = %spec.durable, "consumer stopped");
+}
+
+/// Logs a message task that did not end normally. A handler's panic is caught
+/// (and its message handed back) in [`Processing::handle_with_retry`]; this
+/// catches a panic anywhere else in the task, so none goes unlogged.
+fn report_task_end(consumer: &str, joined: Result<(), JoinError>) {
+    match joined {
+        Ok(()) => {}
+        Err(err) if err.is_panic() => {
+            let panic = err.into_panic();
+            tracing::error!(
+                consumer,
+                panic = crate::shutdown::panic_message(&*panic),
+                "message task panicked"
+            );
+        }
+        Err(err) => tracing::error!(consumer, error = %err, "message task failed"),
+    }
 }
 
 /// Gives back messages the client pulled but the loop never started, so a
@@ -283,7 +311,25 @@ impl Processing {
     async fn handle_with_retry(&self, delivery: &Delivery) -> Settled {
         let mut backoff = RETRY_MIN;
         loop {
-            match self.handler.handle(delivery).await {
+            let handled = AssertUnwindSafe(self.handler.handle(delivery))
+                .catch_unwind()
+                .await;
+            let outcome = match handled {
+                Ok(outcome) => outcome,
+                Err(panic) => {
+                    // A bug, not the message's fault as far as we know: hand
+                    // it back; after `max_deliver` panics the broker gives up
+                    // on it and it is dead-lettered as exhausted.
+                    tracing::error!(
+                        message = %delivery.id,
+                        subject = %delivery.subject,
+                        panic = crate::shutdown::panic_message(&*panic),
+                        "handler panicked; handing the message back"
+                    );
+                    return self.hand_back(delivery).await;
+                }
+            };
+            match outcome {
                 Ok(()) => {
                     // A crash between the effect and its acknowledgement.
                     fail::fail_point!("catga::before-ack");
@@ -461,6 +507,91 @@ mod tests {
             std::io::ErrorKind::ConnectionRefused,
             "refused",
         )))
+    }
+
+    struct Panics {
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Handler for Panics {
+        async fn handle(&self, _: &Delivery) -> Result<(), HandleError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            panic!("handler bug");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_handler_is_logged_and_its_message_handed_back_until_dead_lettered() {
+        let logs = crate::telemetry::Lines::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        // A current-thread runtime: every task logs through this subscriber.
+        let _logging = tracing::subscriber::set_default(subscriber);
+        let broker = MemoryBroker::new();
+        let handler = Arc::new(Panics {
+            calls: AtomicUsize::new(0),
+        });
+        let commands = spec("order-processing", subjects::PLACE_ORDER);
+        let mut dead = broker
+            .subscribe(&spec("dead", streams::DEAD_LETTERS_SUBJECTS))
+            .await
+            .expect("bind");
+        let shutdown = CancellationToken::new();
+        let consumer = tokio::spawn(run_consumer(
+            Arc::new(broker.clone()),
+            commands.clone(),
+            handler.clone(),
+            ConsumerOptions {
+                service: "test",
+                shutdown_grace: Duration::from_secs(1),
+            },
+            shutdown.clone(),
+        ));
+        let forwarder = tokio::spawn({
+            let (broker, commands, shutdown) = (broker.clone(), commands.clone(), shutdown.clone());
+            async move {
+                broker
+                    .dead_letter_exhausted(&commands, "test", shutdown)
+                    .await
+            }
+        });
+        broker
+            .publish(OutgoingMessage::new(
+                subjects::PLACE_ORDER,
+                "one",
+                Bytes::from("{}"),
+            ))
+            .await
+            .expect("stored");
+        let letter = tokio::time::timeout(Duration::from_secs(60), dead.next())
+            .await
+            .expect("dead-lettered once max_deliver is reached")
+            .expect("a dead letter")
+            .expect("readable");
+        assert_eq!(
+            handler.calls.load(Ordering::SeqCst),
+            3,
+            "handed back after each panic, delivered max_deliver times"
+        );
+        assert_eq!(
+            letter.header(headers::DEAD_LETTER_REASON),
+            Some(super::super::exhausted_reason(3).as_str())
+        );
+        assert_eq!(
+            broker.consumer_lag(&commands).await.expect("lag"),
+            Some((0, 0)),
+            "nothing left behind"
+        );
+        shutdown.cancel();
+        consumer.await.expect("the loop stops");
+        forwarder.await.expect("the forwarder stops");
+        let logged = String::from_utf8_lossy(&logs.written()).into_owned();
+        assert_eq!(logged.matches("handler panicked").count(), 3, "{logged}");
+        assert!(logged.contains("handler bug"), "{logged}");
     }
 
     #[tokio::test(start_paused = true)]

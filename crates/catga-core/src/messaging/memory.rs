@@ -20,6 +20,8 @@ use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::{sync::Notify, time::Instant};
 
+use crate::shutdown::BackgroundTasks;
+
 use super::{
     Acker, Broker, ConsumerSpec, DUPLICATE_WINDOW, Delivery, MessagingError, OutgoingMessage,
     Publisher, subject_matches,
@@ -126,6 +128,9 @@ struct State {
 #[derive(Clone, Default)]
 pub struct MemoryBroker {
     state: Arc<Mutex<State>>,
+    /// The ack-deadline and nak-delay timers: tracked, so a panic in one is
+    /// logged rather than lost with a detached task.
+    timers: BackgroundTasks,
 }
 
 impl MemoryBroker {
@@ -187,12 +192,11 @@ impl MemoryBroker {
                 deadline,
             },
         );
-        tokio::spawn(self.clone().expire_at(
-            durable.to_owned(),
-            stored.sequence,
-            delivered,
-            deadline,
-        ));
+        self.timers.spawn(
+            "memory broker ack deadline",
+            self.clone()
+                .expire_at(durable.to_owned(), stored.sequence, delivered, deadline),
+        );
         Ok(Delivery {
             id: format!("memory:{}", stored.sequence),
             subject: stored.message.subject.clone(),
@@ -406,13 +410,15 @@ impl Acker for MemoryAcker {
             .with_consumer(&self.durable, |consumer| consumer.delayed += 1);
         let (broker, durable, delivered) =
             (self.broker.clone(), self.durable.clone(), self.delivered);
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            broker.with_consumer(&durable, |consumer| {
-                consumer.delayed = consumer.delayed.saturating_sub(1);
-                consumer.redeliver_or_give_up(unsettled.stored, delivered);
+        self.broker
+            .timers
+            .spawn("memory broker nak delay", async move {
+                tokio::time::sleep(delay).await;
+                broker.with_consumer(&durable, |consumer| {
+                    consumer.delayed = consumer.delayed.saturating_sub(1);
+                    consumer.redeliver_or_give_up(unsettled.stored, delivered);
+                });
             });
-        });
         Ok(())
     }
 
