@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use catga_core::{
+    config::{Env, RedisSettings, keys},
     contracts::redis_keys,
     domain::OrderId,
+    idempotency::{IdempotencyError, IdempotencyStore, RedisIdempotencyStore, Terms},
     messaging::{Broker, OutgoingMessage, Publisher},
-    store::{Catalog, OrderQueries, Ping, StoreError},
+    store::{Catalog, OrderQueries, Ping, StoreError, connect_redis},
 };
 use catga_tests::{Nats, Redis};
 
@@ -59,6 +61,48 @@ async fn redis_refusals_and_unreadable_data_are_permanent_an_absent_server_is_no
     let err = tokio::time::timeout(NOTICE, async {
         loop {
             if let Err(err) = store.ping().await {
+                return err;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the stopped server is noticed");
+    assert!(err.is_transient(), "{err:?}");
+}
+
+#[tokio::test]
+async fn idempotency_records_follow_the_same_rule_for_redis_errors() {
+    let redis = Redis::start().await;
+    let settings = RedisSettings::from_env(&Env::from_pairs([(
+        keys::REDIS_CONFIGURATION,
+        redis.configuration(),
+    )]))
+    .expect("Redis settings");
+    let conn = connect_redis(&settings).expect("connect");
+    let records = RedisIdempotencyStore::new(conn.clone(), redis_keys::HTTP_IDEMPOTENCY_PREFIX);
+    let terms = Terms {
+        lease: Duration::from_secs(30),
+        ttl: Duration::from_secs(60),
+    };
+    // WRONGTYPE: the record's key holds a string, not a hash.
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}ct-string", redis_keys::HTTP_IDEMPOTENCY_PREFIX))
+        .arg("not a hash")
+        .query_async(&mut conn.clone())
+        .await
+        .expect("set");
+    let err = records
+        .claim("ct-string", "fingerprint", "resource", terms)
+        .await
+        .expect_err("WRONGTYPE");
+    assert!(matches!(err, IdempotencyError::Redis(_)), "{err:?}");
+    assert!(!err.is_transient(), "{err:?}");
+
+    redis.0.process.kill();
+    let err = tokio::time::timeout(NOTICE, async {
+        loop {
+            if let Err(err) = records.claim("any", "fingerprint", "resource", terms).await {
                 return err;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;

@@ -26,18 +26,29 @@ use crate::{
     telemetry,
 };
 
+/// The failure behind a handler's reason, kept as it is.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a message could not be handled. The consumer loop asks
 /// [`HandleError::is_transient`]: retry in place, or dead-letter.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
     /// A dependency is away (Redis down, NATS reconnecting). Retried in place
     /// with backoff for as long as it takes; never dead-lettered.
-    #[error("transient: {0}")]
-    Transient(String),
+    #[error("{reason}")]
+    Transient {
+        reason: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The message can never succeed (undecodable, unknown type, invalid).
     /// Dead-lettered at once.
-    #[error("permanent: {0}")]
-    Permanent(String),
+    #[error("{reason}")]
+    Permanent {
+        reason: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The order store failed; retried or dead-lettered as the error says.
     #[error("order store")]
     Store(#[from] StoreError),
@@ -47,23 +58,51 @@ pub enum HandleError {
 }
 
 impl HandleError {
+    /// A failure that can pass, in the handler's words.
+    pub fn transient(reason: impl Into<String>) -> Self {
+        HandleError::Transient {
+            reason: reason.into(),
+            cause: None,
+        }
+    }
+
+    /// A message that can never succeed, in the handler's words.
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        HandleError::Permanent {
+            reason: reason.into(),
+            cause: None,
+        }
+    }
+
+    /// The same error, caused by `err` (kept as its source).
+    pub fn caused_by(self, err: impl Into<Cause>) -> Self {
+        match self {
+            HandleError::Transient { reason, .. } => HandleError::Transient {
+                reason,
+                cause: Some(err.into()),
+            },
+            HandleError::Permanent { reason, .. } => HandleError::Permanent {
+                reason,
+                cause: Some(err.into()),
+            },
+            other => other,
+        }
+    }
+
     /// Whether handling the message again later can succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            HandleError::Transient(_) => true,
-            HandleError::Permanent(_) => false,
+            HandleError::Transient { .. } => true,
+            HandleError::Permanent { .. } => false,
             HandleError::Store(err) => err.is_transient(),
             HandleError::Messaging(err) => err.is_transient(),
         }
     }
 
-    /// What the dead-letter reason header says: the handler's own words, or
-    /// the failure with its causes.
+    /// What the dead-letter reason header says: the failure with its causes
+    /// (the handler's own words first, when it gave some).
     fn reason(&self) -> String {
-        match self {
-            HandleError::Transient(reason) | HandleError::Permanent(reason) => reason.clone(),
-            HandleError::Store(_) | HandleError::Messaging(_) => Chain(self).to_string(),
-        }
+        Chain(self).to_string()
     }
 }
 
@@ -602,7 +641,7 @@ mod tests {
                 operation: "publish".into(),
                 after: Duration::from_secs(5),
             }),
-            HandleError::Transient("webhook unreachable".into()),
+            HandleError::transient("webhook unreachable"),
         ])
         .await;
         assert_eq!(calls, 4, "three failures, then success");
@@ -626,7 +665,7 @@ mod tests {
             Some("order store: the store holds data that cannot be read: marker")
         );
 
-        let (calls, letter) = consume_one(vec![HandleError::Permanent("undecodable".into())]).await;
+        let (calls, letter) = consume_one(vec![HandleError::permanent("undecodable")]).await;
         assert_eq!(calls, 1);
         assert_eq!(
             letter
