@@ -7,6 +7,7 @@
 //! knows which.
 
 pub mod auth;
+pub mod catalog;
 pub mod config;
 pub mod http;
 #[cfg(test)]
