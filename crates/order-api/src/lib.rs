@@ -24,7 +24,7 @@ use catga_core::{
     messaging::Publisher,
     service::{self, Connections, ServiceError},
     shutdown::BackgroundTasks,
-    store::OrderStore,
+    store::{Catalog, OrderIntake, OrderQueries, RedisStore},
 };
 use tokio::net::TcpListener;
 
@@ -40,10 +40,16 @@ pub enum Error {
     Jwt(#[source] jsonwebtoken::errors::Error),
 }
 
+/// What order-api asks of the order store: the catalog, taking orders in,
+/// and reading them back. Applying commands is order-service's role.
+pub trait ApiStore: Catalog + OrderIntake + OrderQueries {}
+
+impl<T: Catalog + OrderIntake + OrderQueries + ?Sized> ApiStore for T {}
+
 /// What the API runs on.
 pub struct Backends {
     /// Orders and the catalog.
-    pub store: Arc<dyn OrderStore>,
+    pub store: Arc<dyn ApiStore>,
     /// Where commands go.
     pub publisher: Arc<dyn Publisher>,
     /// `Idempotency-Key` records.
@@ -70,12 +76,14 @@ impl Backends {
             shutdown,
         )
         .await?;
+        // The same Redis connection as `connections.store`, seen in order-api's roles only.
+        let store: Arc<dyn ApiStore> = Arc::new(RedisStore::new(connections.redis.clone()));
         connections.tasks.spawn(
             "seed the catalog",
-            seed_catalog(connections.store.clone(), shutdown.clone()),
+            seed_catalog(store.clone(), shutdown.clone()),
         );
         Ok(Self {
-            store: connections.store,
+            store,
             publisher: connections.broker,
             idempotency: Arc::new(RedisIdempotencyStore::new(
                 connections.redis,
@@ -133,7 +141,7 @@ pub async fn run(
 /// Seeds the default catalog once Redis answers. order-api owns the catalog
 /// (it prices orders and administers products), so it alone seeds it; the
 /// script only adds missing products, so every replica may run it.
-async fn seed_catalog(store: Arc<dyn OrderStore>, shutdown: CancellationToken) {
+async fn seed_catalog(store: Arc<dyn Catalog>, shutdown: CancellationToken) {
     let catalog = default_catalog();
     catga_core::shutdown::retry_until_ok("seed the catalog", &shutdown, || {
         store.ensure_catalog(&catalog)
