@@ -5,12 +5,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use catga_core::{
-    config::{Env, RedisSettings, keys},
     contracts::redis_keys,
     domain::OrderId,
     idempotency::{IdempotencyError, IdempotencyStore, RedisIdempotencyStore, Terms},
     messaging::{Broker, OutgoingMessage, Publisher},
-    store::{Catalog, OrderQueries, Ping, StoreError, connect_redis},
+    store::{Catalog, OrderQueries, Ping, StoreError},
 };
 use catga_tests::{Nats, Redis};
 
@@ -57,39 +56,19 @@ async fn redis_refusals_and_unreadable_data_are_permanent_an_absent_server_is_no
         "the JSON error is kept"
     );
 
-    redis.0.process.kill();
-    let err = tokio::time::timeout(NOTICE, async {
-        loop {
-            if let Err(err) = store.ping().await {
-                return err;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await
-    .expect("the stopped server is noticed");
-    assert!(err.is_transient(), "{err:?}");
-}
-
-#[tokio::test]
-async fn idempotency_records_follow_the_same_rule_for_redis_errors() {
-    let redis = Redis::start().await;
-    let settings = RedisSettings::from_env(&Env::from_pairs([(
-        keys::REDIS_CONFIGURATION,
-        redis.configuration(),
-    )]))
-    .expect("Redis settings");
-    let conn = connect_redis(&settings).expect("connect");
-    let records = RedisIdempotencyStore::new(conn.clone(), redis_keys::HTTP_IDEMPOTENCY_PREFIX);
+    // The idempotency records judge Redis' errors by the same rule.
+    let records = RedisIdempotencyStore::new(
+        crate::redis_connection(&redis),
+        redis_keys::HTTP_IDEMPOTENCY_PREFIX,
+    );
     let terms = Terms {
         lease: Duration::from_secs(30),
         ttl: Duration::from_secs(60),
     };
-    // WRONGTYPE: the record's key holds a string, not a hash.
     let _: () = redis::cmd("SET")
         .arg(format!("{}ct-string", redis_keys::HTTP_IDEMPOTENCY_PREFIX))
         .arg("not a hash")
-        .query_async(&mut conn.clone())
+        .query_async(&mut raw)
         .await
         .expect("set");
     let err = records
@@ -100,17 +79,28 @@ async fn idempotency_records_follow_the_same_rule_for_redis_errors() {
     assert!(!err.is_transient(), "{err:?}");
 
     redis.0.process.kill();
-    let err = tokio::time::timeout(NOTICE, async {
+    let err = once_noticed(|| store.ping()).await;
+    assert!(err.is_transient(), "{err:?}");
+    let err = once_noticed(|| records.claim("any", "fingerprint", "resource", terms)).await;
+    assert!(err.is_transient(), "{err:?}");
+}
+
+/// The first error `call` fails with, called until the client notices its
+/// server went away.
+async fn once_noticed<T, E, Fut>(mut call: impl FnMut() -> Fut) -> E
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    tokio::time::timeout(NOTICE, async {
         loop {
-            if let Err(err) = records.claim("any", "fingerprint", "resource", terms).await {
+            if let Err(err) = call().await {
                 return err;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
     .await
-    .expect("the stopped server is noticed");
-    assert!(err.is_transient(), "{err:?}");
+    .expect("the stopped server is noticed")
 }
 
 #[tokio::test]

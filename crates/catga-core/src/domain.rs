@@ -208,6 +208,15 @@ pub struct RequestedItem {
     pub quantity: u32,
 }
 
+impl RequestedItem {
+    pub fn new(product_id: impl Into<String>, quantity: u32) -> Self {
+        Self {
+            product_id: product_id.into(),
+            quantity,
+        }
+    }
+}
+
 /// Why a request can never be valid. Each variant names the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
@@ -299,38 +308,48 @@ pub fn validate_order_request(
 mod tests {
     use super::*;
 
-    fn item(id: &str, quantity: u32) -> RequestedItem {
-        RequestedItem {
-            product_id: id.to_owned(),
-            quantity,
-        }
-    }
-
     #[test]
     fn rejects_bad_orders_naming_the_field() {
         let cases = [
-            ("", vec![item("PROD-001", 1)], "customerId"),
+            ("", vec![RequestedItem::new("PROD-001", 1)], "customerId"),
             ("c", vec![], "items"),
-            ("c", vec![item("PROD-001", 0)], "items[0].quantity"),
-            ("c", vec![item("PROD-001", 1001)], "items[0].quantity"),
-            ("c", vec![item(" ", 1)], "items[0].productId"),
             (
                 "c",
-                vec![item("PROD-001", 1), item("PROD-001", 2)],
+                vec![RequestedItem::new("PROD-001", 0)],
+                "items[0].quantity",
+            ),
+            (
+                "c",
+                vec![RequestedItem::new("PROD-001", 1001)],
+                "items[0].quantity",
+            ),
+            ("c", vec![RequestedItem::new(" ", 1)], "items[0].productId"),
+            (
+                "c",
+                vec![
+                    RequestedItem::new("PROD-001", 1),
+                    RequestedItem::new("PROD-001", 2),
+                ],
                 "items[1].productId",
             ),
-            (&"x".repeat(65), vec![item("PROD-001", 1)], "customerId"),
+            (
+                &"x".repeat(65),
+                vec![RequestedItem::new("PROD-001", 1)],
+                "customerId",
+            ),
         ];
         for (customer, items, field) in cases {
             let err = validate_order_request(customer, &items).expect_err(field);
             assert_eq!(err.field(), field, "{err}");
         }
-        let too_many: Vec<_> = (0..51).map(|i| item(&format!("P{i}"), 1)).collect();
+        let too_many: Vec<_> = (0..51)
+            .map(|i| RequestedItem::new(format!("P{i}"), 1))
+            .collect();
         assert_eq!(
             validate_order_request("c", &too_many),
             Err(ValidationError::ItemCount)
         );
-        assert!(validate_order_request("c", &[item("PROD-001", 1000)]).is_ok());
+        assert!(validate_order_request("c", &[RequestedItem::new("PROD-001", 1000)]).is_ok());
     }
 
     #[test]

@@ -80,18 +80,14 @@ mod tests {
 
     use super::*;
 
-    fn item(id: &str, quantity: u32) -> RequestedItem {
-        RequestedItem {
-            product_id: id.to_owned(),
-            quantity,
-        }
-    }
-
     #[test]
     fn money_is_exact_decimal() {
         let catalog = default_catalog();
-        let (priced, total) = price_items(&[item("PROD-001", 3)], &[Some(catalog[0].clone())])
-            .expect("known product");
+        let (priced, total) = price_items(
+            &[RequestedItem::new("PROD-001", 3)],
+            &[Some(catalog[0].clone())],
+        )
+        .expect("known product");
         assert_eq!(total.to_string(), "59.97");
         let json = serde_json::to_string(&priced[0]).expect("serialises");
         assert!(json.contains("\"unitPrice\":19.99"), "{json}");
@@ -101,7 +97,7 @@ mod tests {
 
     #[test]
     fn unknown_products_are_named() {
-        let err = price_items(&[item("NOPE", 1)], &[None]).expect_err("unknown");
+        let err = price_items(&[RequestedItem::new("NOPE", 1)], &[None]).expect_err("unknown");
         assert_eq!(err.field(), "items[0].productId");
         assert!(err.to_string().contains("NOPE"));
     }

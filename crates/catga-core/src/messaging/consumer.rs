@@ -459,6 +459,7 @@ mod tests {
     };
 
     use bytes::Bytes;
+    use futures::stream::BoxStream;
 
     use super::*;
     use crate::{
@@ -494,16 +495,20 @@ mod tests {
         }
     }
 
-    /// Runs the loop over one message with a handler failing with
-    /// `failures`; returns how often it was called and the dead letter, if any.
-    async fn consume_one(failures: Vec<HandleError>) -> (usize, Option<Delivery>) {
+    /// The loop on a memory broker with `handler`, the dead-letter stream
+    /// read, and one command published.
+    struct Running {
+        broker: MemoryBroker,
+        commands: ConsumerSpec,
+        dead: BoxStream<'static, Result<Delivery, MessagingError>>,
+        shutdown: CancellationToken,
+        consumer: tokio::task::JoinHandle<()>,
+    }
+
+    async fn run_on_one_command(handler: Arc<dyn Handler>) -> Running {
         let broker = MemoryBroker::new();
-        let handler = Arc::new(Scripted {
-            failures: Mutex::new(failures.into()),
-            calls: AtomicUsize::new(0),
-        });
         let commands = spec("order-processing", subjects::PLACE_ORDER);
-        let mut dead = broker
+        let dead = broker
             .subscribe(&spec("dead", streams::DEAD_LETTERS_SUBJECTS))
             .await
             .expect("bind");
@@ -511,7 +516,7 @@ mod tests {
         let consumer = tokio::spawn(run_consumer(
             Arc::new(broker.clone()),
             commands.clone(),
-            handler.clone(),
+            handler,
             ConsumerOptions {
                 service: "test",
                 shutdown_grace: Duration::from_secs(1),
@@ -526,18 +531,47 @@ mod tests {
             ))
             .await
             .expect("stored");
-        let letter = tokio::time::timeout(Duration::from_secs(60), dead.next())
-            .await
-            .ok()
-            .flatten()
-            .map(|letter| letter.expect("a dead letter"));
-        assert_eq!(
-            broker.consumer_lag(&commands).await.expect("lag"),
-            Some((0, 0)),
-            "the message is settled either way"
-        );
-        shutdown.cancel();
-        consumer.await.expect("the loop stops");
+        Running {
+            broker,
+            commands,
+            dead,
+            shutdown,
+            consumer,
+        }
+    }
+
+    impl Running {
+        /// The dead letter, if one comes within a minute.
+        async fn dead_letter(&mut self) -> Option<Delivery> {
+            tokio::time::timeout(Duration::from_secs(60), self.dead.next())
+                .await
+                .ok()
+                .flatten()
+                .map(|letter| letter.expect("a dead letter"))
+        }
+
+        /// Checks the command was settled, then stops the loop.
+        async fn stop(self) {
+            assert_eq!(
+                self.broker.consumer_lag(&self.commands).await.expect("lag"),
+                Some((0, 0)),
+                "the message is settled either way"
+            );
+            self.shutdown.cancel();
+            self.consumer.await.expect("the loop stops");
+        }
+    }
+
+    /// Runs the loop over one message with a handler failing with
+    /// `failures`; returns how often it was called and the dead letter, if any.
+    async fn consume_one(failures: Vec<HandleError>) -> (usize, Option<Delivery>) {
+        let handler = Arc::new(Scripted {
+            failures: Mutex::new(failures.into()),
+            calls: AtomicUsize::new(0),
+        });
+        let mut running = run_on_one_command(handler.clone()).await;
+        let letter = running.dead_letter().await;
+        running.stop().await;
         (handler.calls.load(Ordering::SeqCst), letter)
     }
 
@@ -562,55 +596,28 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_panicking_handler_is_logged_and_its_message_handed_back_until_dead_lettered() {
-        let logs = crate::telemetry::Lines::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        // A current-thread runtime: every task logs through this subscriber.
-        let _logging = tracing::subscriber::set_default(subscriber);
-        let broker = MemoryBroker::new();
+        // A current-thread runtime: every task logs here.
+        let (logs, _logging) = crate::telemetry::Lines::capture();
         let handler = Arc::new(Panics {
             calls: AtomicUsize::new(0),
         });
-        let commands = spec("order-processing", subjects::PLACE_ORDER);
-        let mut dead = broker
-            .subscribe(&spec("dead", streams::DEAD_LETTERS_SUBJECTS))
-            .await
-            .expect("bind");
-        let shutdown = CancellationToken::new();
-        let consumer = tokio::spawn(run_consumer(
-            Arc::new(broker.clone()),
-            commands.clone(),
-            handler.clone(),
-            ConsumerOptions {
-                service: "test",
-                shutdown_grace: Duration::from_secs(1),
-            },
-            shutdown.clone(),
-        ));
+        let mut running = run_on_one_command(handler.clone()).await;
         let forwarder = tokio::spawn({
-            let (broker, commands, shutdown) = (broker.clone(), commands.clone(), shutdown.clone());
+            let (broker, commands, shutdown) = (
+                running.broker.clone(),
+                running.commands.clone(),
+                running.shutdown.clone(),
+            );
             async move {
                 broker
                     .dead_letter_exhausted(&commands, "test", shutdown)
                     .await
             }
         });
-        broker
-            .publish(OutgoingMessage::new(
-                subjects::PLACE_ORDER,
-                "one",
-                Bytes::from("{}"),
-            ))
+        let letter = running
+            .dead_letter()
             .await
-            .expect("stored");
-        let letter = tokio::time::timeout(Duration::from_secs(60), dead.next())
-            .await
-            .expect("dead-lettered once max_deliver is reached")
-            .expect("a dead letter")
-            .expect("readable");
+            .expect("dead-lettered once max_deliver is reached");
         assert_eq!(
             handler.calls.load(Ordering::SeqCst),
             3,
@@ -620,15 +627,9 @@ mod tests {
             letter.header(headers::DEAD_LETTER_REASON),
             Some(super::super::exhausted_reason(3).as_str())
         );
-        assert_eq!(
-            broker.consumer_lag(&commands).await.expect("lag"),
-            Some((0, 0)),
-            "nothing left behind"
-        );
-        shutdown.cancel();
-        consumer.await.expect("the loop stops");
+        running.stop().await;
         forwarder.await.expect("the forwarder stops");
-        let logged = String::from_utf8_lossy(&logs.written()).into_owned();
+        let logged = logs.text();
         assert_eq!(logged.matches("handler panicked").count(), 3, "{logged}");
         assert!(logged.contains("handler bug"), "{logged}");
     }
