@@ -282,10 +282,7 @@ impl MemoryIdempotencyStore {
     }
 
     fn with_records<T>(&self, f: impl FnOnce(&mut HashMap<String, MemoryRecord>) -> T) -> T {
-        let mut guard = self
-            .records
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = crate::lock(&self.records);
         let MemoryRecords { records, swept_at } = &mut *guard;
         let now = Instant::now();
         if swept_at.is_none_or(|at| now.duration_since(at) >= SWEEP_PERIOD) {

@@ -139,10 +139,7 @@ impl MemoryBroker {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Every update is a few assignments: a poisoned lock is still consistent.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.state)
     }
 
     /// Runs `change` on the consumer `durable`, if it exists.
