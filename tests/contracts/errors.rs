@@ -7,6 +7,7 @@ use bytes::Bytes;
 use catga_core::{
     contracts::redis_keys,
     domain::OrderId,
+    idempotency::{IdempotencyError, IdempotencyStore, RedisIdempotencyStore, Terms},
     messaging::{Broker, OutgoingMessage, Publisher},
     store::{Catalog, OrderQueries, Ping, StoreError},
 };
@@ -55,18 +56,51 @@ async fn redis_refusals_and_unreadable_data_are_permanent_an_absent_server_is_no
         "the JSON error is kept"
     );
 
+    // The idempotency records judge Redis' errors by the same rule.
+    let records = RedisIdempotencyStore::new(
+        crate::redis_connection(&redis),
+        redis_keys::HTTP_IDEMPOTENCY_PREFIX,
+    );
+    let terms = Terms {
+        lease: Duration::from_secs(30),
+        ttl: Duration::from_secs(60),
+    };
+    let _: () = redis::cmd("SET")
+        .arg(format!("{}ct-string", redis_keys::HTTP_IDEMPOTENCY_PREFIX))
+        .arg("not a hash")
+        .query_async(&mut raw)
+        .await
+        .expect("set");
+    let err = records
+        .claim("ct-string", "fingerprint", "resource", terms)
+        .await
+        .expect_err("WRONGTYPE");
+    assert!(matches!(err, IdempotencyError::Redis(_)), "{err:?}");
+    assert!(!err.is_transient(), "{err:?}");
+
     redis.0.process.kill();
-    let err = tokio::time::timeout(NOTICE, async {
+    let err = once_noticed(|| store.ping()).await;
+    assert!(err.is_transient(), "{err:?}");
+    let err = once_noticed(|| records.claim("any", "fingerprint", "resource", terms)).await;
+    assert!(err.is_transient(), "{err:?}");
+}
+
+/// The first error `call` fails with, called until the client notices its
+/// server went away.
+async fn once_noticed<T, E, Fut>(mut call: impl FnMut() -> Fut) -> E
+where
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    tokio::time::timeout(NOTICE, async {
         loop {
-            if let Err(err) = store.ping().await {
+            if let Err(err) = call().await {
                 return err;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
     .await
-    .expect("the stopped server is noticed");
-    assert!(err.is_transient(), "{err:?}");
+    .expect("the stopped server is noticed")
 }
 
 #[tokio::test]

@@ -6,10 +6,8 @@
 
 use std::time::Duration;
 
-use catga_core::{
-    config::{Env, RedisSettings, keys},
-    idempotency::{Claim, IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore, Terms},
-    store::connect_redis,
+use catga_core::idempotency::{
+    Claim, IdempotencyStore, MemoryIdempotencyStore, RedisIdempotencyStore, Terms,
 };
 use catga_tests::Redis;
 use tokio::time::sleep;
@@ -37,12 +35,7 @@ async fn memory_idempotency_store_keeps_the_contract() {
 #[tokio::test]
 async fn redis_idempotency_store_keeps_the_contract() {
     let redis = Redis::start().await;
-    let settings = RedisSettings::from_env(&Env::from_pairs([(
-        keys::REDIS_CONFIGURATION,
-        redis.configuration(),
-    )]))
-    .expect("Redis settings");
-    let conn = connect_redis(&settings).expect("connect");
+    let conn = crate::redis_connection(&redis);
     idempotency_store_contract(&RedisIdempotencyStore::new(conn.clone(), PREFIX)).await;
 
     // Beyond the contract, what only Redis can show: completing or abandoning

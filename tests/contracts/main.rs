@@ -21,14 +21,19 @@ use catga_core::{
 };
 use catga_tests::{Nats, Redis};
 
-/// The production store on `redis`.
-fn redis_store(redis: &Redis) -> RedisStore {
+/// A production connection to `redis`, as the services open it.
+fn redis_connection(redis: &Redis) -> redis::aio::ConnectionManager {
     let settings = RedisSettings::from_env(&Env::from_pairs([(
         keys::REDIS_CONFIGURATION,
         redis.configuration(),
     )]))
     .expect("Redis settings");
-    RedisStore::new(connect_redis(&settings).expect("connect"))
+    connect_redis(&settings).expect("connect")
+}
+
+/// The production store on `redis`.
+fn redis_store(redis: &Redis) -> RedisStore {
+    RedisStore::new(redis_connection(redis))
 }
 
 /// The production broker on `nats`.

@@ -1,5 +1,7 @@
 //! The order domain shared by the services: orders, products, statuses,
-//! validation of new orders and the default catalog.
+//! the shape rules of an order (taken in by order-api, applied by
+//! order-service) and the default catalog. Pricing and the catalog's rules
+//! are order-api's (`order_api::catalog`).
 
 use std::{collections::HashSet, fmt, str::FromStr};
 
@@ -9,19 +11,16 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// Limits on what a client may send. Generous for real use, tight enough that
-/// no request can make the system do unbounded work.
+/// Limits on an order's shape, checked where an order is taken in (order-api)
+/// and, for commands, where it is applied. Generous for real use, tight
+/// enough that no request can make the system do unbounded work. The
+/// catalog's own limits are order-api's (`catalog::limits`).
 pub mod limits {
     pub const MAX_ITEMS: usize = 50;
     pub const MAX_QUANTITY: u32 = 1_000;
     pub const MAX_ID_LEN: usize = 64;
-    pub const MAX_NAME_LEN: usize = 200;
+    /// Most units of one product the store holds.
     pub const MAX_STOCK: i64 = 1_000_000_000;
-    /// Largest unit price, so any order total stays well inside the range where
-    /// the JSON number rendering is exact (fewer than 15 significant digits).
-    pub const MAX_UNIT_PRICE: i64 = 1_000_000;
-    /// Decimal places allowed in a price.
-    pub const PRICE_SCALE: u32 = 2;
 }
 
 /// Time-ordered order identifier (UUID v7), so listing newest first is an index scan.
@@ -209,6 +208,15 @@ pub struct RequestedItem {
     pub quantity: u32,
 }
 
+impl RequestedItem {
+    pub fn new(product_id: impl Into<String>, quantity: u32) -> Self {
+        Self {
+            product_id: product_id.into(),
+            quantity,
+        }
+    }
+}
+
 /// Why a request can never be valid. Each variant names the offending field.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ValidationError {
@@ -228,8 +236,8 @@ pub enum ValidationError {
     DuplicateProduct { index: usize, product_id: String },
     #[error("items[{index}].productId {product_id:?} is not in the catalog")]
     UnknownProduct { index: usize, product_id: String },
-    #[error("{field} must have at most {max} decimal places", max = limits::PRICE_SCALE)]
-    PriceScale { field: String },
+    #[error("{field} must have at most {max} decimal places")]
+    PriceScale { field: String, max: u32 },
 }
 
 impl ValidationError {
@@ -239,7 +247,7 @@ impl ValidationError {
             ValidationError::Empty { field }
             | ValidationError::TooLong { field, .. }
             | ValidationError::OutOfRange { field, .. }
-            | ValidationError::PriceScale { field } => field.clone(),
+            | ValidationError::PriceScale { field, .. } => field.clone(),
             ValidationError::ItemCount => "items".to_owned(),
             ValidationError::DuplicateProduct { index, .. }
             | ValidationError::UnknownProduct { index, .. } => format!("items[{index}].productId"),
@@ -296,125 +304,52 @@ pub fn validate_order_request(
     Ok(())
 }
 
-/// Prices requested items from catalog entries looked up in the same order.
-/// `catalog[i]` is the entry for `items[i]`, `None` when the product is unknown.
-pub fn price_items(
-    items: &[RequestedItem],
-    catalog: &[Option<Product>],
-) -> Result<(Vec<PricedItem>, Decimal), ValidationError> {
-    let mut priced = Vec::with_capacity(items.len());
-    let mut total = Decimal::ZERO;
-    for (index, (item, product)) in items.iter().zip(catalog).enumerate() {
-        let Some(product) = product else {
-            return Err(ValidationError::UnknownProduct {
-                index,
-                product_id: item.product_id.clone(),
-            });
-        };
-        total += product.unit_price * Decimal::from(item.quantity);
-        priced.push(PricedItem {
-            product_id: item.product_id.clone(),
-            product_name: product.name.clone(),
-            quantity: item.quantity,
-            unit_price: product.unit_price,
-        });
-    }
-    Ok((priced, total))
-}
-
-/// Validates a catalog upsert.
-pub fn validate_product(
-    name: &str,
-    unit_price: Decimal,
-    stock: i64,
-) -> Result<(), ValidationError> {
-    validate_text("name", name, limits::MAX_NAME_LEN)?;
-    if unit_price <= Decimal::ZERO || unit_price > Decimal::from(limits::MAX_UNIT_PRICE) {
-        return Err(ValidationError::OutOfRange {
-            field: "unitPrice".to_owned(),
-            min: "0.01".to_owned(),
-            max: limits::MAX_UNIT_PRICE.to_string(),
-        });
-    }
-    if unit_price.normalize().scale() > limits::PRICE_SCALE {
-        return Err(ValidationError::PriceScale {
-            field: "unitPrice".to_owned(),
-        });
-    }
-    if !(0..=limits::MAX_STOCK).contains(&stock) {
-        return Err(ValidationError::OutOfRange {
-            field: "stock".to_owned(),
-            min: "0".to_owned(),
-            max: limits::MAX_STOCK.to_string(),
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn item(id: &str, quantity: u32) -> RequestedItem {
-        RequestedItem {
-            product_id: id.to_owned(),
-            quantity,
-        }
-    }
-
-    #[test]
-    fn money_is_exact_decimal() {
-        let catalog = default_catalog();
-        let (priced, total) = price_items(&[item("PROD-001", 3)], &[Some(catalog[0].clone())])
-            .expect("known product");
-        assert_eq!(total.to_string(), "59.97");
-        let json = serde_json::to_string(&priced[0]).expect("serialises");
-        assert!(json.contains("\"unitPrice\":19.99"), "{json}");
-        let order_total = serde_json::json!({"t": rust_decimal::serde::float::serialize(&total, serde_json::value::Serializer).expect("float")});
-        assert_eq!(order_total.to_string(), r#"{"t":59.97}"#);
-    }
-
     #[test]
     fn rejects_bad_orders_naming_the_field() {
         let cases = [
-            ("", vec![item("PROD-001", 1)], "customerId"),
+            ("", vec![RequestedItem::new("PROD-001", 1)], "customerId"),
             ("c", vec![], "items"),
-            ("c", vec![item("PROD-001", 0)], "items[0].quantity"),
-            ("c", vec![item("PROD-001", 1001)], "items[0].quantity"),
-            ("c", vec![item(" ", 1)], "items[0].productId"),
             (
                 "c",
-                vec![item("PROD-001", 1), item("PROD-001", 2)],
+                vec![RequestedItem::new("PROD-001", 0)],
+                "items[0].quantity",
+            ),
+            (
+                "c",
+                vec![RequestedItem::new("PROD-001", 1001)],
+                "items[0].quantity",
+            ),
+            ("c", vec![RequestedItem::new(" ", 1)], "items[0].productId"),
+            (
+                "c",
+                vec![
+                    RequestedItem::new("PROD-001", 1),
+                    RequestedItem::new("PROD-001", 2),
+                ],
                 "items[1].productId",
             ),
-            (&"x".repeat(65), vec![item("PROD-001", 1)], "customerId"),
+            (
+                &"x".repeat(65),
+                vec![RequestedItem::new("PROD-001", 1)],
+                "customerId",
+            ),
         ];
         for (customer, items, field) in cases {
             let err = validate_order_request(customer, &items).expect_err(field);
             assert_eq!(err.field(), field, "{err}");
         }
-        let too_many: Vec<_> = (0..51).map(|i| item(&format!("P{i}"), 1)).collect();
+        let too_many: Vec<_> = (0..51)
+            .map(|i| RequestedItem::new(format!("P{i}"), 1))
+            .collect();
         assert_eq!(
             validate_order_request("c", &too_many),
             Err(ValidationError::ItemCount)
         );
-        assert!(validate_order_request("c", &[item("PROD-001", 1000)]).is_ok());
-    }
-
-    #[test]
-    fn unknown_products_are_named() {
-        let err = price_items(&[item("NOPE", 1)], &[None]).expect_err("unknown");
-        assert_eq!(err.field(), "items[0].productId");
-        assert!(err.to_string().contains("NOPE"));
-    }
-
-    #[test]
-    fn product_validation() {
-        assert!(validate_product("Pen", Decimal::new(150, 2), 10).is_ok());
-        assert!(validate_product("Pen", Decimal::new(1505, 3), 10).is_err());
-        assert!(validate_product("Pen", Decimal::ZERO, 10).is_err());
-        assert!(validate_product("Pen", Decimal::ONE, -1).is_err());
-        assert!(validate_product("", Decimal::ONE, 1).is_err());
+        assert!(validate_order_request("c", &[RequestedItem::new("PROD-001", 1000)]).is_ok());
     }
 
     #[test]

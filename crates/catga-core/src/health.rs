@@ -16,7 +16,7 @@ use axum::{Json, Router, extract::State, http::StatusCode, response::IntoRespons
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::{contracts::metrics as names, error::chain, messaging::Broker, store::OrderStore};
+use crate::{contracts::metrics as names, error::chain, messaging::Broker, store::Ping};
 
 /// Why a dependency is not usable; its whole chain of causes goes into the report.
 pub type Unready = Box<dyn std::error::Error + Send + Sync>;
@@ -56,7 +56,7 @@ impl ReadinessCheck for BrokerCheck {
 
 /// Redis: answers a PING.
 pub struct StoreCheck {
-    pub store: Arc<dyn OrderStore>,
+    pub store: Arc<dyn Ping>,
 }
 
 #[async_trait]

@@ -30,8 +30,10 @@ use crate::error::BoxError;
 /// An idempotency record could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum IdempotencyError {
-    #[error("idempotency store unavailable")]
-    Unavailable(#[source] redis::RedisError),
+    /// Redis could not be reached, did not answer in time, or refused the
+    /// command; [`IdempotencyError::is_transient`] says which.
+    #[error("idempotency store: Redis {}", .0.category())]
+    Redis(#[source] redis::RedisError),
     #[error("idempotency record {key:?} cannot be read")]
     Corrupt {
         key: String,
@@ -43,10 +45,14 @@ pub enum IdempotencyError {
 }
 
 impl IdempotencyError {
-    /// Worth retrying: the store may answer later. A record that cannot be
-    /// read will not read better next time.
+    /// Worth retrying: the store may answer later (the order store's rule for
+    /// Redis errors). A record that cannot be read will not read better next
+    /// time.
     pub fn is_transient(&self) -> bool {
-        matches!(self, IdempotencyError::Unavailable(_))
+        match self {
+            IdempotencyError::Redis(err) => crate::store::redis_error_is_transient(err),
+            IdempotencyError::Corrupt { .. } | IdempotencyError::UnknownReply { .. } => false,
+        }
     }
 
     fn from_redis(key: &str, err: redis::RedisError) -> Self {
@@ -59,7 +65,7 @@ impl IdempotencyError {
                 source: err.into(),
             }
         } else {
-            IdempotencyError::Unavailable(err)
+            IdempotencyError::Redis(err)
         }
     }
 }
@@ -276,10 +282,7 @@ impl MemoryIdempotencyStore {
     }
 
     fn with_records<T>(&self, f: impl FnOnce(&mut HashMap<String, MemoryRecord>) -> T) -> T {
-        let mut guard = self
-            .records
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = crate::lock(&self.records);
         let MemoryRecords { records, swept_at } = &mut *guard;
         let now = Instant::now();
         if swept_at.is_none_or(|at| now.duration_since(at) >= SWEEP_PERIOD) {

@@ -173,6 +173,25 @@ pub enum ServiceError {
     },
 }
 
+/// Runs `work`, which winds down on `shutdown`, to its end. Hands back its
+/// output and when the shutdown grace ends: `grace` after `shutdown` fired,
+/// or now if `work` ended on its own. Background tasks are waited for until
+/// then, so the whole stop stays within the grace.
+pub async fn until_drained<T>(
+    work: impl std::future::Future<Output = T>,
+    shutdown: &CancellationToken,
+    grace: Duration,
+) -> (T, Instant) {
+    let mut work = std::pin::pin!(work);
+    tokio::select! {
+        output = &mut work => (output, Instant::now()),
+        () = shutdown.cancelled() => {
+            let grace_ends = Instant::now() + grace;
+            (work.await, grace_ends)
+        }
+    }
+}
+
 /// A distributed service's connections, readiness and background tasks.
 /// Opening them starts the background start-up work: creating the streams
 /// once NATS answers, and refreshing the dependency gauges.
@@ -245,21 +264,9 @@ impl Connections {
     ) -> Instant {
         let grace = options.shutdown_grace;
         let drain = drain_on(shutdown, &self.health);
-        let mut consumer = std::pin::pin!(run_consumer(
-            self.broker.clone(),
-            spec,
-            Arc::new(handler),
-            options,
-            drain
-        ));
-        tokio::select! {
-            () = &mut consumer => Instant::now(),
-            () = shutdown.cancelled() => {
-                let grace_ends = Instant::now() + grace;
-                consumer.await;
-                grace_ends
-            }
-        }
+        let consumer = run_consumer(self.broker.clone(), spec, Arc::new(handler), options, drain);
+        let ((), grace_ends) = until_drained(consumer, shutdown, grace).await;
+        grace_ends
     }
 
     /// Stops the service once its consumer has drained: the ops server

@@ -135,7 +135,7 @@ impl BackgroundTasks {
 }
 
 /// The message a panic was raised with, when it has one.
-fn panic_message(panic: &(dyn Any + Send)) -> &str {
+pub(crate) fn panic_message(panic: &(dyn Any + Send)) -> &str {
     panic
         .downcast_ref::<&'static str>()
         .copied()
@@ -149,14 +149,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_task_is_logged_and_the_others_are_awaited() {
-        let logs = crate::telemetry::Lines::default();
-        let writer = logs.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        // The test runtime has one thread: the tasks log through this subscriber.
-        let _logging = tracing::subscriber::set_default(subscriber);
+        // The test runtime has one thread: the tasks log here too.
+        let (logs, _logging) = crate::telemetry::Lines::capture();
         let tasks = BackgroundTasks::new();
         let finished = CancellationToken::new();
         tasks.spawn("panics", async { panic!("boom") });
@@ -175,7 +169,7 @@ mod tests {
             "wait returns after every task ended"
         );
         assert!(tasks.tracker.is_empty());
-        let logged = String::from_utf8_lossy(&logs.written()).into_owned();
+        let logged = logs.text();
         assert!(logged.contains("background task panicked"), "{logged}");
         assert!(logged.contains("task=\"panics\""), "{logged}");
         assert!(logged.contains("boom"), "{logged}");

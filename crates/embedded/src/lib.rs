@@ -16,12 +16,13 @@ use catga_core::{
     domain::default_catalog,
     health::Health,
     idempotency::MemoryIdempotencyStore,
-    messaging::MemoryBroker,
+    messaging::{Broker, ConsumerSpec, MemoryBroker},
     service,
+    shutdown::BackgroundTasks,
     store::{Catalog, MemoryStore, StoreError},
 };
 use notification_service::{Channel, Notifier, notifier::NotifyError};
-use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 /// The settings of the services running inside order-api's process.
 #[derive(Debug, Clone)]
@@ -57,8 +58,9 @@ pub struct System {
     pub http_idempotency: MemoryIdempotencyStore,
     /// order-api's readiness: nothing here can be away.
     pub health: Health,
-    tasks: JoinSet<()>,
+    tasks: BackgroundTasks,
     stop: CancellationToken,
+    shutdown_grace: Duration,
 }
 
 impl System {
@@ -81,24 +83,45 @@ impl System {
         // The consumers' limits (deliveries, ack wait) are the distributed defaults.
         let nats = NatsSettings::default();
         let stop = CancellationToken::new();
-        let mut tasks = JoinSet::new();
-        tasks.spawn(order_service::consume(
-            Arc::new(broker.clone()),
-            Arc::new(store.clone()),
-            order_service::consumer_spec(&nats),
-            shutdown_grace,
-            stop.clone(),
-        ));
-        tasks.spawn(notification_service::consume(
-            Arc::new(broker.clone()),
-            Arc::new(MemoryIdempotencyStore::new()),
-            notifier,
-            notification_service::consumer_spec(&nats),
-            shutdown_grace,
-            stop.clone(),
-        ));
+        let tasks = BackgroundTasks::new();
+        let commands = order_service::consumer_spec(&nats);
+        let events = notification_service::consumer_spec(&nats);
+        // As in the distributed services' ops servers: what the broker gave
+        // up on goes to the dead-letter stream instead of piling up.
+        forward_exhausted(&tasks, &broker, &commands, services::ORDER_SERVICE, &stop);
+        forward_exhausted(
+            &tasks,
+            &broker,
+            &events,
+            services::NOTIFICATION_SERVICE,
+            &stop,
+        );
+        tasks.spawn(
+            "order-service consumer",
+            order_service::consume(
+                Arc::new(broker.clone()),
+                Arc::new(store.clone()),
+                commands,
+                shutdown_grace,
+                stop.clone(),
+            ),
+        );
+        tasks.spawn(
+            "notification-service consumer",
+            notification_service::consume(
+                Arc::new(broker.clone()),
+                Arc::new(MemoryIdempotencyStore::new()),
+                notifier,
+                events,
+                shutdown_grace,
+                stop.clone(),
+            ),
+        );
         let health = Health::new(services::ORDER_API, Vec::new());
-        tasks.spawn(service::watch_health(health.clone(), stop.clone()));
+        tasks.spawn(
+            "refresh dependency gauges",
+            service::watch_health(health.clone(), stop.clone()),
+        );
         Ok(Self {
             store,
             broker,
@@ -106,17 +129,30 @@ impl System {
             health,
             tasks,
             stop,
+            shutdown_grace,
         })
     }
 
-    /// Stops the consumers once their in-flight messages are done (within
-    /// the grace period given to [`System::start`]).
-    pub async fn stop(mut self) {
+    /// Stops the consumers once their in-flight messages are done, waiting
+    /// for them (and the forwarders) within the grace period given to
+    /// [`System::start`]; a task that panicked was logged with its name.
+    pub async fn stop(self) {
+        let grace_ends = Instant::now() + self.shutdown_grace;
         self.stop.cancel();
-        while let Some(joined) = self.tasks.join_next().await {
-            if let Err(err) = joined {
-                tracing::error!(error = %err, "an embedded service task failed");
-            }
-        }
+        self.tasks.wait_until(grace_ends).await;
     }
+}
+
+/// Runs `broker`'s forwarder of messages given up on for `spec` until `stop`.
+fn forward_exhausted(
+    tasks: &BackgroundTasks,
+    broker: &MemoryBroker,
+    spec: &ConsumerSpec,
+    service: &'static str,
+    stop: &CancellationToken,
+) {
+    let (broker, spec, stop) = (broker.clone(), spec.clone(), stop.clone());
+    tasks.spawn("dead-letter exhausted messages", async move {
+        broker.dead_letter_exhausted(&spec, service, stop).await;
+    });
 }

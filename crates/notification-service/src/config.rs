@@ -24,7 +24,7 @@ impl Channel {
             return Ok(Channel::Log);
         };
         let url = url::Url::parse(raw)
-            .map_err(|err| ConfigError::new(keys::WEBHOOK_URL, format!("not a URL: {err}")))?;
+            .map_err(|err| ConfigError::new(keys::WEBHOOK_URL, "not a URL").caused_by(err))?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(ConfigError::new(
                 keys::WEBHOOK_URL,

@@ -54,13 +54,13 @@ impl Handler for EventHandler {
         ]
         .contains(&delivery.subject.as_str())
         {
-            return Err(HandleError::Permanent(format!(
+            return Err(HandleError::permanent(format!(
                 "unknown event type on subject {}",
                 delivery.subject
             )));
         }
         let event: OrderEvent = serde_json::from_slice(&delivery.payload).map_err(|err| {
-            HandleError::Permanent(format!("undecodable {}: {err}", delivery.subject))
+            HandleError::permanent(format!("undecodable {}", delivery.subject)).caused_by(err)
         })?;
         let terms = Terms {
             lease: self.notifier.worst_case_send_time() + SEND_LEASE_MARGIN,
@@ -70,7 +70,10 @@ impl Handler for EventHandler {
             .records
             .claim(&event.event_id, EVENT_FINGERPRINT, &event.event_id, terms)
             .await
-            .map_err(|err| failed(&err, err.is_transient()))?;
+            .map_err(|err| {
+                let transient = err.is_transient();
+                failed("cannot claim the event", err, transient)
+            })?;
         match claim {
             Claim::Completed { .. } => {
                 metrics::counter!(names::IDEMPOTENCY_HITS, "service" => services::NOTIFICATION_SERVICE, "kind" => "event")
@@ -79,7 +82,7 @@ impl Handler for EventHandler {
                 return Ok(());
             }
             Claim::InFlight => {
-                return Err(HandleError::Transient(format!(
+                return Err(HandleError::transient(format!(
                     "event {} is being sent by another replica",
                     event.event_id
                 )));
@@ -105,12 +108,9 @@ impl Handler for EventHandler {
                 if let Err(release) = self.records.abandon(&event.event_id).await {
                     tracing::warn!(event_id = %event.event_id, error = %Chain(&release), "cannot release the notification lease; it expires by itself");
                 }
-                self.count(if err.is_transient() {
-                    "retry"
-                } else {
-                    "refused"
-                });
-                Err(failed(&err, err.is_transient()))
+                let transient = err.is_transient();
+                self.count(if transient { "retry" } else { "refused" });
+                Err(failed("cannot notify", err, transient))
             }
         }
     }
@@ -119,11 +119,15 @@ impl Handler for EventHandler {
 /// A transient failure is retried in place for as long as it lasts; any
 /// other (a refused notification, an unreadable record) will not succeed on
 /// redelivery, so the event is dead-lettered with its reason.
-fn failed(err: &(dyn std::error::Error + 'static), transient: bool) -> HandleError {
-    let reason = Chain(err).to_string();
+fn failed(
+    reason: &str,
+    err: impl std::error::Error + Send + Sync + 'static,
+    transient: bool,
+) -> HandleError {
     if transient {
-        HandleError::Transient(reason)
+        HandleError::transient(reason)
     } else {
-        HandleError::Permanent(reason)
+        HandleError::permanent(reason)
     }
+    .caused_by(err)
 }

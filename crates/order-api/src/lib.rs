@@ -7,6 +7,7 @@
 //! knows which.
 
 pub mod auth;
+pub mod catalog;
 pub mod config;
 pub mod http;
 #[cfg(test)]
@@ -23,7 +24,8 @@ use catga_core::{
     idempotency::{IdempotencyStore, RedisIdempotencyStore},
     messaging::Publisher,
     service::{self, Connections, ServiceError},
-    store::OrderStore,
+    shutdown::BackgroundTasks,
+    store::{Catalog, OrderIntake, OrderQueries, RedisStore},
 };
 use tokio::net::TcpListener;
 
@@ -41,16 +43,25 @@ pub enum Error {
     Auth(#[from] auth::ValidatorError),
 }
 
+/// What order-api asks of the order store: the catalog, taking orders in,
+/// and reading them back. Applying commands is order-service's role.
+pub trait ApiStore: Catalog + OrderIntake + OrderQueries {}
+
+impl<T: Catalog + OrderIntake + OrderQueries + ?Sized> ApiStore for T {}
+
 /// What the API runs on.
 pub struct Backends {
     /// Orders and the catalog.
-    pub store: Arc<dyn OrderStore>,
+    pub store: Arc<dyn ApiStore>,
     /// Where commands go.
     pub publisher: Arc<dyn Publisher>,
     /// `Idempotency-Key` records.
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// Readiness of the backends, served on `/health`.
     pub health: Health,
+    /// Their background work (creating streams, readiness gauges, seeding
+    /// the catalog); [`run`] waits for it within the shutdown grace.
+    pub tasks: BackgroundTasks,
 }
 
 impl Backends {
@@ -68,15 +79,21 @@ impl Backends {
             shutdown,
         )
         .await?;
-        tokio::spawn(seed_catalog(connections.store.clone(), shutdown.clone()));
+        // The same Redis connection as `connections.store`, seen in order-api's roles only.
+        let store: Arc<dyn ApiStore> = Arc::new(RedisStore::new(connections.redis.clone()));
+        connections.tasks.spawn(
+            "seed the catalog",
+            seed_catalog(store.clone(), shutdown.clone()),
+        );
         Ok(Self {
-            store: connections.store,
+            store,
             publisher: connections.broker,
             idempotency: Arc::new(RedisIdempotencyStore::new(
                 connections.redis,
                 redis_keys::HTTP_IDEMPOTENCY_PREFIX,
             )),
             health: connections.health,
+            tasks: connections.tasks,
         })
     }
 }
@@ -95,6 +112,7 @@ pub async fn run(
         publisher,
         idempotency,
         health,
+        tasks,
     } = backends;
     let state = AppState {
         store,
@@ -109,9 +127,11 @@ pub async fn run(
         tracing::info!(%addr, "order-api listening");
     }
     let drain = service::drain_on(&shutdown, &health);
-    catga_core::http::serve(listener, app(state, health), drain)
-        .await
-        .map_err(ServiceError::from)?;
+    let serving = catga_core::http::serve(listener, app(state, health), drain);
+    let (served, grace_ends) =
+        service::until_drained(serving, &shutdown, settings.common.shutdown_grace).await;
+    tasks.wait_until(grace_ends).await;
+    served.map_err(ServiceError::from)?;
     tracing::info!("order-api stopped");
     Ok(())
 }
@@ -151,7 +171,7 @@ async fn fetch_signing_keys(validator: Arc<Validator>) {
 /// Seeds the default catalog once Redis answers. order-api owns the catalog
 /// (it prices orders and administers products), so it alone seeds it; the
 /// script only adds missing products, so every replica may run it.
-async fn seed_catalog(store: Arc<dyn OrderStore>, shutdown: CancellationToken) {
+async fn seed_catalog(store: Arc<dyn Catalog>, shutdown: CancellationToken) {
     let catalog = default_catalog();
     catga_core::shutdown::retry_until_ok("seed the catalog", &shutdown, || {
         store.ensure_catalog(&catalog)

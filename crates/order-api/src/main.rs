@@ -8,6 +8,7 @@ use std::sync::Arc;
 use catga_core::{
     CancellationToken,
     config::{ConfigError, Env},
+    shutdown::BackgroundTasks,
 };
 use order_api::{Backends, Distributed};
 use tokio::net::TcpListener;
@@ -79,6 +80,8 @@ async fn run(
                 publisher: Arc::new(system.broker.clone()),
                 idempotency: Arc::new(system.http_idempotency.clone()),
                 health: system.health.clone(),
+                // The system's tasks stop after the API, in `System::stop`.
+                tasks: BackgroundTasks::new(),
             };
             // The services stop after the API: commands it accepted while
             // draining are still applied.

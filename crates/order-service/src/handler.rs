@@ -47,7 +47,7 @@ impl CommandHandler {
 
     async fn cancel(&self, command: CancelOrder) -> Result<(), HandleError> {
         let Some(cancelled) = self.store.apply_cancel(&command).await? else {
-            return Err(HandleError::Permanent(format!(
+            return Err(HandleError::permanent(format!(
                 "order {} does not exist",
                 command.order_id
             )));
@@ -89,8 +89,9 @@ impl CommandHandler {
         };
         // The store never moves an order to Pending; if it said so, no event
         // subject fits and the command is dead-lettered rather than misfiled.
-        let kind = EventKind::try_from(*status)
-            .map_err(|err| HandleError::Permanent(format!("the store reported {err}")))?;
+        let kind = EventKind::try_from(*status).map_err(|err| {
+            HandleError::permanent("no event fits the store's answer").caused_by(err)
+        })?;
         let event = OrderEvent {
             event_id: OrderEvent::id_for(&order_id, kind),
             order_id,
@@ -101,7 +102,7 @@ impl CommandHandler {
             occurred_at: time::OffsetDateTime::now_utc(),
         };
         let payload = serde_json::to_vec(&event)
-            .map_err(|err| HandleError::Permanent(format!("cannot encode event: {err}")))?;
+            .map_err(|err| HandleError::permanent("cannot encode event").caused_by(err))?;
         self.publisher
             .publish(OutgoingMessage::new(
                 event.subject(),
@@ -117,8 +118,9 @@ impl CommandHandler {
 }
 
 fn decode<T: DeserializeOwned>(delivery: &Delivery) -> Result<T, HandleError> {
-    serde_json::from_slice(&delivery.payload)
-        .map_err(|err| HandleError::Permanent(format!("undecodable {}: {err}", delivery.subject)))
+    serde_json::from_slice(&delivery.payload).map_err(|err| {
+        HandleError::permanent(format!("undecodable {}", delivery.subject)).caused_by(err)
+    })
 }
 
 #[async_trait]
@@ -127,7 +129,7 @@ impl Handler for CommandHandler {
         match delivery.subject.as_str() {
             subjects::PLACE_ORDER => self.place(decode(delivery)?).await,
             subjects::CANCEL_ORDER => self.cancel(decode(delivery)?).await,
-            other => Err(HandleError::Permanent(format!(
+            other => Err(HandleError::permanent(format!(
                 "unknown message type on subject {other}"
             ))),
         }
@@ -316,7 +318,7 @@ mod tests {
                 .handle(&delivery(subject, payload))
                 .await
                 .expect_err("poison");
-            assert!(matches!(err, HandleError::Permanent(_)), "{err}");
+            assert!(matches!(err, HandleError::Permanent { .. }), "{err}");
         }
         let missing = serde_json::to_vec(&CancelOrder {
             command_id: "cancel:x".into(),
@@ -327,7 +329,7 @@ mod tests {
             .handle(&delivery(subjects::CANCEL_ORDER, missing))
             .await
             .expect_err("unknown order");
-        assert!(matches!(err, HandleError::Permanent(_)));
+        assert!(matches!(err, HandleError::Permanent { .. }));
         assert!(events(&recorder).is_empty());
     }
 }

@@ -16,7 +16,7 @@ use catga_core::{
     contracts::{services, streams},
     messaging::{Broker, ConsumerOptions, ConsumerSpec, run_consumer},
     service::{self, Connections, OpsServer, ServiceError},
-    store::OrderStore,
+    store::CommandApplier,
 };
 use tokio::net::TcpListener;
 
@@ -72,7 +72,7 @@ pub async fn run(
 /// this in-process, with no ops server of its own.
 pub async fn consume(
     broker: Arc<dyn Broker>,
-    store: Arc<dyn OrderStore>,
+    store: Arc<dyn CommandApplier>,
     spec: ConsumerSpec,
     shutdown_grace: Duration,
     shutdown: CancellationToken,

@@ -3,13 +3,17 @@
 //! never succeed, and drain on shutdown.
 
 use std::{
+    panic::AssertUnwindSafe,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
-use futures::StreamExt;
-use tokio::{sync::Semaphore, task::JoinSet};
+use futures::{FutureExt, StreamExt};
+use tokio::{
+    sync::Semaphore,
+    task::{JoinError, JoinSet},
+};
 use tokio_util::sync::CancellationToken;
 
 use super::{Broker, ConsumerSpec, Delivery, MessagingError};
@@ -22,18 +26,29 @@ use crate::{
     telemetry,
 };
 
+/// The failure behind a handler's reason, kept as it is.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a message could not be handled. The consumer loop asks
 /// [`HandleError::is_transient`]: retry in place, or dead-letter.
 #[derive(Debug, thiserror::Error)]
 pub enum HandleError {
     /// A dependency is away (Redis down, NATS reconnecting). Retried in place
     /// with backoff for as long as it takes; never dead-lettered.
-    #[error("transient: {0}")]
-    Transient(String),
+    #[error("{reason}")]
+    Transient {
+        reason: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The message can never succeed (undecodable, unknown type, invalid).
     /// Dead-lettered at once.
-    #[error("permanent: {0}")]
-    Permanent(String),
+    #[error("{reason}")]
+    Permanent {
+        reason: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The order store failed; retried or dead-lettered as the error says.
     #[error("order store")]
     Store(#[from] StoreError),
@@ -43,23 +58,51 @@ pub enum HandleError {
 }
 
 impl HandleError {
+    /// A failure that can pass, in the handler's words.
+    pub fn transient(reason: impl Into<String>) -> Self {
+        HandleError::Transient {
+            reason: reason.into(),
+            cause: None,
+        }
+    }
+
+    /// A message that can never succeed, in the handler's words.
+    pub fn permanent(reason: impl Into<String>) -> Self {
+        HandleError::Permanent {
+            reason: reason.into(),
+            cause: None,
+        }
+    }
+
+    /// The same error, caused by `err` (kept as its source).
+    pub fn caused_by(self, err: impl Into<Cause>) -> Self {
+        match self {
+            HandleError::Transient { reason, .. } => HandleError::Transient {
+                reason,
+                cause: Some(err.into()),
+            },
+            HandleError::Permanent { reason, .. } => HandleError::Permanent {
+                reason,
+                cause: Some(err.into()),
+            },
+            other => other,
+        }
+    }
+
     /// Whether handling the message again later can succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            HandleError::Transient(_) => true,
-            HandleError::Permanent(_) => false,
+            HandleError::Transient { .. } => true,
+            HandleError::Permanent { .. } => false,
             HandleError::Store(err) => err.is_transient(),
             HandleError::Messaging(err) => err.is_transient(),
         }
     }
 
-    /// What the dead-letter reason header says: the handler's own words, or
-    /// the failure with its causes.
+    /// What the dead-letter reason header says: the failure with its causes
+    /// (the handler's own words first, when it gave some).
     fn reason(&self) -> String {
-        match self {
-            HandleError::Transient(reason) | HandleError::Permanent(reason) => reason.clone(),
-            HandleError::Store(_) | HandleError::Messaging(_) => Chain(self).to_string(),
-        }
+        Chain(self).to_string()
     }
 }
 
@@ -113,7 +156,9 @@ pub async fn run_consumer(
         };
         tracing::info!(consumer = %spec.durable, stream = spec.stream, "consuming");
         loop {
-            while tasks.try_join_next().is_some() {}
+            while let Some(joined) = tasks.try_join_next() {
+                report_task_end(&spec.durable, joined);
+            }
             // Take a slot before pulling, so only what can be worked on is pulled.
             let slot = tokio::select! {
                 () = shutdown.cancelled() => {
@@ -164,15 +209,37 @@ pub async fn run_consumer(
         tracing::info!(consumer = %spec.durable, in_flight, "draining in-flight messages");
     }
     let drained = tokio::time::timeout(options.shutdown_grace, async {
-        while tasks.join_next().await.is_some() {}
+        while let Some(joined) = tasks.join_next().await {
+            report_task_end(&spec.durable, joined);
+        }
     })
     .await;
     if drained.is_err() {
         // Stop retrying; each task hands its message back, then finishes.
         abandon.cancel();
-        while tasks.join_next().await.is_some() {}
+        while let Some(joined) = tasks.join_next().await {
+            report_task_end(&spec.durable, joined);
+        }
     }
     tracing::info!(consumer = %spec.durable, "consumer stopped");
+}
+
+/// Logs a message task that did not end normally. A handler's panic is caught
+/// (and its message handed back) in [`Processing::handle_with_retry`]; this
+/// catches a panic anywhere else in the task, so none goes unlogged.
+fn report_task_end(consumer: &str, joined: Result<(), JoinError>) {
+    match joined {
+        Ok(()) => {}
+        Err(err) if err.is_panic() => {
+            let panic = err.into_panic();
+            tracing::error!(
+                consumer,
+                panic = crate::shutdown::panic_message(&*panic),
+                "message task panicked"
+            );
+        }
+        Err(err) => tracing::error!(consumer, error = %err, "message task failed"),
+    }
 }
 
 /// Gives back messages the client pulled but the loop never started, so a
@@ -283,7 +350,25 @@ impl Processing {
     async fn handle_with_retry(&self, delivery: &Delivery) -> Settled {
         let mut backoff = RETRY_MIN;
         loop {
-            match self.handler.handle(delivery).await {
+            let handled = AssertUnwindSafe(self.handler.handle(delivery))
+                .catch_unwind()
+                .await;
+            let outcome = match handled {
+                Ok(outcome) => outcome,
+                Err(panic) => {
+                    // A bug, not the message's fault as far as we know: hand
+                    // it back; after `max_deliver` panics the broker gives up
+                    // on it and it is dead-lettered as exhausted.
+                    tracing::error!(
+                        message = %delivery.id,
+                        subject = %delivery.subject,
+                        panic = crate::shutdown::panic_message(&*panic),
+                        "handler panicked; handing the message back"
+                    );
+                    return self.hand_back(delivery).await;
+                }
+            };
+            match outcome {
                 Ok(()) => {
                     // A crash between the effect and its acknowledgement.
                     fail::fail_point!("catga::before-ack");
@@ -374,6 +459,7 @@ mod tests {
     };
 
     use bytes::Bytes;
+    use futures::stream::BoxStream;
 
     use super::*;
     use crate::{
@@ -409,16 +495,20 @@ mod tests {
         }
     }
 
-    /// Runs the loop over one message with a handler failing with
-    /// `failures`; returns how often it was called and the dead letter, if any.
-    async fn consume_one(failures: Vec<HandleError>) -> (usize, Option<Delivery>) {
+    /// The loop on a memory broker with `handler`, the dead-letter stream
+    /// read, and one command published.
+    struct Running {
+        broker: MemoryBroker,
+        commands: ConsumerSpec,
+        dead: BoxStream<'static, Result<Delivery, MessagingError>>,
+        shutdown: CancellationToken,
+        consumer: tokio::task::JoinHandle<()>,
+    }
+
+    async fn run_on_one_command(handler: Arc<dyn Handler>) -> Running {
         let broker = MemoryBroker::new();
-        let handler = Arc::new(Scripted {
-            failures: Mutex::new(failures.into()),
-            calls: AtomicUsize::new(0),
-        });
         let commands = spec("order-processing", subjects::PLACE_ORDER);
-        let mut dead = broker
+        let dead = broker
             .subscribe(&spec("dead", streams::DEAD_LETTERS_SUBJECTS))
             .await
             .expect("bind");
@@ -426,7 +516,7 @@ mod tests {
         let consumer = tokio::spawn(run_consumer(
             Arc::new(broker.clone()),
             commands.clone(),
-            handler.clone(),
+            handler,
             ConsumerOptions {
                 service: "test",
                 shutdown_grace: Duration::from_secs(1),
@@ -441,18 +531,47 @@ mod tests {
             ))
             .await
             .expect("stored");
-        let letter = tokio::time::timeout(Duration::from_secs(60), dead.next())
-            .await
-            .ok()
-            .flatten()
-            .map(|letter| letter.expect("a dead letter"));
-        assert_eq!(
-            broker.consumer_lag(&commands).await.expect("lag"),
-            Some((0, 0)),
-            "the message is settled either way"
-        );
-        shutdown.cancel();
-        consumer.await.expect("the loop stops");
+        Running {
+            broker,
+            commands,
+            dead,
+            shutdown,
+            consumer,
+        }
+    }
+
+    impl Running {
+        /// The dead letter, if one comes within a minute.
+        async fn dead_letter(&mut self) -> Option<Delivery> {
+            tokio::time::timeout(Duration::from_secs(60), self.dead.next())
+                .await
+                .ok()
+                .flatten()
+                .map(|letter| letter.expect("a dead letter"))
+        }
+
+        /// Checks the command was settled, then stops the loop.
+        async fn stop(self) {
+            assert_eq!(
+                self.broker.consumer_lag(&self.commands).await.expect("lag"),
+                Some((0, 0)),
+                "the message is settled either way"
+            );
+            self.shutdown.cancel();
+            self.consumer.await.expect("the loop stops");
+        }
+    }
+
+    /// Runs the loop over one message with a handler failing with
+    /// `failures`; returns how often it was called and the dead letter, if any.
+    async fn consume_one(failures: Vec<HandleError>) -> (usize, Option<Delivery>) {
+        let handler = Arc::new(Scripted {
+            failures: Mutex::new(failures.into()),
+            calls: AtomicUsize::new(0),
+        });
+        let mut running = run_on_one_command(handler.clone()).await;
+        let letter = running.dead_letter().await;
+        running.stop().await;
         (handler.calls.load(Ordering::SeqCst), letter)
     }
 
@@ -463,6 +582,58 @@ mod tests {
         )))
     }
 
+    struct Panics {
+        calls: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Handler for Panics {
+        async fn handle(&self, _: &Delivery) -> Result<(), HandleError> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            panic!("handler bug");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_handler_is_logged_and_its_message_handed_back_until_dead_lettered() {
+        // A current-thread runtime: every task logs here.
+        let (logs, _logging) = crate::telemetry::Lines::capture();
+        let handler = Arc::new(Panics {
+            calls: AtomicUsize::new(0),
+        });
+        let mut running = run_on_one_command(handler.clone()).await;
+        let forwarder = tokio::spawn({
+            let (broker, commands, shutdown) = (
+                running.broker.clone(),
+                running.commands.clone(),
+                running.shutdown.clone(),
+            );
+            async move {
+                broker
+                    .dead_letter_exhausted(&commands, "test", shutdown)
+                    .await
+            }
+        });
+        let letter = running
+            .dead_letter()
+            .await
+            .expect("dead-lettered once max_deliver is reached");
+        assert_eq!(
+            handler.calls.load(Ordering::SeqCst),
+            3,
+            "handed back after each panic, delivered max_deliver times"
+        );
+        assert_eq!(
+            letter.header(headers::DEAD_LETTER_REASON),
+            Some(super::super::exhausted_reason(3).as_str())
+        );
+        running.stop().await;
+        forwarder.await.expect("the forwarder stops");
+        let logged = logs.text();
+        assert_eq!(logged.matches("handler panicked").count(), 3, "{logged}");
+        assert!(logged.contains("handler bug"), "{logged}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn transient_failures_are_retried_in_place_and_never_dead_lettered() {
         let (calls, letter) = consume_one(vec![
@@ -471,7 +642,7 @@ mod tests {
                 operation: "publish".into(),
                 after: Duration::from_secs(5),
             }),
-            HandleError::Transient("webhook unreachable".into()),
+            HandleError::transient("webhook unreachable"),
         ])
         .await;
         assert_eq!(calls, 4, "three failures, then success");
@@ -495,7 +666,7 @@ mod tests {
             Some("order store: the store holds data that cannot be read: marker")
         );
 
-        let (calls, letter) = consume_one(vec![HandleError::Permanent("undecodable".into())]).await;
+        let (calls, letter) = consume_one(vec![HandleError::permanent("undecodable")]).await;
         assert_eq!(calls, 1);
         assert_eq!(
             letter

@@ -20,6 +20,8 @@ use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::{sync::Notify, time::Instant};
 
+use crate::shutdown::BackgroundTasks;
+
 use super::{
     Acker, Broker, ConsumerSpec, DUPLICATE_WINDOW, Delivery, MessagingError, OutgoingMessage,
     Publisher, subject_matches,
@@ -126,6 +128,9 @@ struct State {
 #[derive(Clone, Default)]
 pub struct MemoryBroker {
     state: Arc<Mutex<State>>,
+    /// The ack-deadline and nak-delay timers: tracked, so a panic in one is
+    /// logged rather than lost with a detached task.
+    timers: BackgroundTasks,
 }
 
 impl MemoryBroker {
@@ -134,10 +139,7 @@ impl MemoryBroker {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // Every update is a few assignments: a poisoned lock is still consistent.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::lock(&self.state)
     }
 
     /// Runs `change` on the consumer `durable`, if it exists.
@@ -187,12 +189,11 @@ impl MemoryBroker {
                 deadline,
             },
         );
-        tokio::spawn(self.clone().expire_at(
-            durable.to_owned(),
-            stored.sequence,
-            delivered,
-            deadline,
-        ));
+        self.timers.spawn(
+            "memory broker ack deadline",
+            self.clone()
+                .expire_at(durable.to_owned(), stored.sequence, delivered, deadline),
+        );
         Ok(Delivery {
             id: format!("memory:{}", stored.sequence),
             subject: stored.message.subject.clone(),
@@ -406,13 +407,15 @@ impl Acker for MemoryAcker {
             .with_consumer(&self.durable, |consumer| consumer.delayed += 1);
         let (broker, durable, delivered) =
             (self.broker.clone(), self.durable.clone(), self.delivered);
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            broker.with_consumer(&durable, |consumer| {
-                consumer.delayed = consumer.delayed.saturating_sub(1);
-                consumer.redeliver_or_give_up(unsettled.stored, delivered);
+        self.broker
+            .timers
+            .spawn("memory broker nak delay", async move {
+                tokio::time::sleep(delay).await;
+                broker.with_consumer(&durable, |consumer| {
+                    consumer.delayed = consumer.delayed.saturating_sub(1);
+                    consumer.redeliver_or_give_up(unsettled.stored, delivered);
+                });
             });
-        });
         Ok(())
     }
 

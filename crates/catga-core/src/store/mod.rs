@@ -72,7 +72,9 @@ impl StoreError {
     }
 }
 
-fn redis_error_is_transient(err: &::redis::RedisError) -> bool {
+/// The one rule for Redis errors, shared by the order store and the
+/// idempotency records.
+pub(crate) fn redis_error_is_transient(err: &::redis::RedisError) -> bool {
     use ::redis::{ErrorKind, ServerErrorKind};
     if err.is_timeout() || err.is_connection_dropped() || err.is_connection_refusal() {
         return true;

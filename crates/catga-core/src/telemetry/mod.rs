@@ -34,6 +34,23 @@ pub(crate) struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
 
 #[cfg(test)]
 impl Lines {
+    /// Plain-text log lines of this thread, written here until the guard is
+    /// dropped. On a current-thread runtime, its tasks' lines too.
+    pub(crate) fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let lines = Self::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (lines, tracing::subscriber::set_default(subscriber))
+    }
+
+    /// What was written, as text.
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.written()).into_owned()
+    }
+
     pub(crate) fn written(&self) -> Vec<u8> {
         self.0
             .lock()

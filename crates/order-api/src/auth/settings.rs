@@ -152,7 +152,7 @@ fn http_url(env: &Env, key: &str) -> Result<Option<Url>, ConfigError> {
     let Some(raw) = env.get(key) else {
         return Ok(None);
     };
-    let url = Url::parse(raw).map_err(|err| ConfigError::new(key, format!("not a URL: {err}")))?;
+    let url = Url::parse(raw).map_err(|err| ConfigError::new(key, "not a URL").caused_by(err))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(ConfigError::new(key, "must be an http:// or https:// URL"));
     }

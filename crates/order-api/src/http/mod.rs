@@ -22,7 +22,7 @@ use axum::{
 };
 use catga_core::{
     contracts::services, health::Health, idempotency::IdempotencyStore, messaging::Publisher,
-    store::OrderStore, telemetry,
+    telemetry,
 };
 use tower::{ServiceBuilder, limit::GlobalConcurrencyLimitLayer};
 
@@ -43,7 +43,7 @@ pub const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
 /// What the handlers share.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn OrderStore>,
+    pub store: Arc<dyn crate::ApiStore>,
     pub publisher: Arc<dyn Publisher>,
     /// `None` when `Catga__EnableIdempotency` is false: `Idempotency-Key` is ignored.
     pub idempotency: Option<Arc<dyn IdempotencyStore>>,

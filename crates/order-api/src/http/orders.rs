@@ -124,7 +124,7 @@ pub async fn create(
     domain::validate_order_request(&customer_id, &requested)?;
     let ids: Vec<&str> = requested.iter().map(|i| i.product_id.as_str()).collect();
     let catalog = state.store.products_by_id(&ids).await?;
-    let (items, total_amount) = domain::price_items(&requested, &catalog)?;
+    let (items, total_amount) = crate::catalog::price_items(&requested, &catalog)?;
 
     let (order_id, claim) =
         match idempotency::try_processing(&state, &access, &headers, &raw).await? {

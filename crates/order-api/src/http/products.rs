@@ -90,7 +90,7 @@ pub async fn upsert(
     JsonBody { value: body, .. }: JsonBody<ProductUpsert>,
 ) -> Result<Json<Product>, ApiError> {
     domain::validate_text("productId", &product_id, limits::MAX_ID_LEN)?;
-    domain::validate_product(&body.name, body.unit_price, body.stock)?;
+    crate::catalog::validate_product(&body.name, body.unit_price, body.stock)?;
     let product = Product {
         product_id,
         name: body.name.trim().to_owned(),
