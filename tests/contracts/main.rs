@@ -11,6 +11,7 @@
 
 mod broker;
 mod errors;
+mod failover;
 mod idempotency;
 mod store;
 

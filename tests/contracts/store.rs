@@ -83,7 +83,7 @@ fn cancel(order_id: OrderId) -> CancelOrder {
     }
 }
 
-fn draft(order_id: OrderId, customer: &str) -> OrderDraft {
+pub(crate) fn draft(order_id: OrderId, customer: &str) -> OrderDraft {
     OrderDraft {
         customer_id: customer.to_owned(),
         ..place(order_id, vec![line(KEYBOARD, 1)]).draft()

@@ -179,7 +179,7 @@ pub enum ServiceError {
 pub struct Connections {
     pub service: &'static str,
     pub broker: Arc<dyn Broker>,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: crate::store::RedisConnection,
     pub store: Arc<dyn crate::store::OrderStore>,
     pub health: Health,
     /// Every task the service runs beside its main work; [`Connections::stop`] waits for them.
@@ -216,6 +216,10 @@ impl Connections {
         tasks.spawn(
             "create streams",
             ensure_topology(broker.clone(), topology_ready, shutdown.clone()),
+        );
+        tasks.spawn(
+            "follow Redis failovers",
+            redis_conn.clone().follow_failovers(shutdown.clone()),
         );
         tasks.spawn(
             "refresh dependency gauges",

@@ -20,9 +20,11 @@
 //! store; [`MemoryStore`] backs the embedded single-process mode and follows
 //! the same rules. Both are held to one contract by `tests/contracts`.
 
+mod connection;
 mod memory;
 mod redis;
 
+pub use connection::RedisConnection;
 pub use memory::MemoryStore;
 pub use redis::{RedisStore, connect as connect_redis};
 

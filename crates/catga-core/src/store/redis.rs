@@ -10,13 +10,13 @@
 use std::{sync::LazyLock, time::Duration};
 
 use async_trait::async_trait;
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
 use rust_decimal::Decimal;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use super::{
     Applied, CancelApplied, Catalog, CommandApplier, Effect, OrderIntake, OrderQueries, Ping,
-    StoreError,
+    RedisConnection, StoreError,
 };
 use crate::{
     config::RedisSettings,
@@ -28,15 +28,11 @@ use crate::{
 /// redelivery can happen (JetStream gives up after `max_deliver` attempts).
 const PROCESSED_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Opens a self-healing Redis connection. It connects lazily and reconnects in
-/// the background, so a service starts (not ready) while Redis is away.
-pub fn connect(settings: &RedisSettings) -> Result<ConnectionManager, StoreError> {
-    let client = redis::Client::open(settings.connection_url())?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(settings.connect_timeout))
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_max_delay(Duration::from_secs(2));
-    Ok(client.get_connection_manager_lazy(config)?)
+/// Opens the Redis connection (one address or through Sentinel; see
+/// [`RedisConnection`]). It connects lazily and reconnects in the background,
+/// so a service starts while Redis is away.
+pub fn connect(settings: &RedisSettings) -> Result<RedisConnection, StoreError> {
+    Ok(RedisConnection::open(settings)?)
 }
 
 static CREATE_PENDING: LazyLock<Script> =
@@ -62,12 +58,17 @@ static PRODUCTS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("l
 /// The production store.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConnection,
+    /// The same connection, answering writes only once replicas hold them.
+    replicated: RedisConnection,
 }
 
 impl RedisStore {
-    pub fn new(conn: ConnectionManager) -> Self {
-        Self { conn }
+    pub fn new(conn: RedisConnection) -> Self {
+        Self {
+            replicated: conn.replicated(),
+            conn,
+        }
     }
 }
 
@@ -189,7 +190,9 @@ impl Catalog for RedisStore {
                 .arg(product.unit_price.to_string())
                 .arg(product.stock);
         }
-        let _: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
+        let _: i64 = invocation
+            .invoke_async(&mut self.replicated.clone())
+            .await?;
         Ok(())
     }
 
@@ -223,7 +226,7 @@ impl Catalog for RedisStore {
             .ignore()
             .sadd(redis_keys::PRODUCT_IDS, &product.product_id)
             .ignore()
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.replicated.clone())
             .await?;
         Ok(())
     }
@@ -239,7 +242,7 @@ impl OrderIntake for RedisStore {
             .arg(draft_json(draft)?)
             .arg(now_rfc3339())
             .arg(draft.order_id.to_string())
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.replicated.clone())
             .await?;
         Ok(())
     }
@@ -250,7 +253,7 @@ impl OrderIntake for RedisStore {
             .key(order_key(order_id))
             .key(redis_keys::ORDER_INDEX)
             .arg(order_id.to_string())
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.replicated.clone())
             .await?;
         Ok(())
     }
@@ -322,7 +325,9 @@ impl CommandApplier for RedisStore {
                 .arg(&item.product_id)
                 .arg(item.quantity);
         }
-        let reply: (String, String) = invocation.invoke_async(&mut self.conn.clone()).await?;
+        let reply: (String, String) = invocation
+            .invoke_async(&mut self.replicated.clone())
+            .await?;
         applied_from_reply(reply)
     }
 
@@ -347,7 +352,9 @@ impl CommandApplier for RedisStore {
                 .key(product_key(&item.product_id))
                 .arg(item.quantity);
         }
-        let reply: (String, String) = invocation.invoke_async(&mut self.conn.clone()).await?;
+        let reply: (String, String) = invocation
+            .invoke_async(&mut self.replicated.clone())
+            .await?;
         if reply.0 == "missing" {
             return Ok(None);
         }

@@ -1,0 +1,181 @@
+//! The Redis connection through Sentinel follows a failover, and a write is
+//! acknowledged only once a replica holds it (`WAIT`): every pending order
+//! the store acknowledged before the master was killed is on the new master.
+
+use std::time::{Duration, Instant};
+
+use catga_core::{
+    config::{Env, RedisSettings, keys},
+    domain::OrderId,
+    store::{OrderIntake, OrderQueries, RedisStore, connect_redis},
+};
+use catga_tests::{Redis, SentinelGroup, role};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::draft;
+
+fn store_on(pairs: &[(&str, &str)]) -> (RedisStore, catga_core::store::RedisConnection) {
+    let settings =
+        RedisSettings::from_env(&Env::from_pairs(pairs.iter().copied())).expect("Redis settings");
+    let conn = connect_redis(&settings).expect("connect");
+    (RedisStore::new(conn.clone()), conn)
+}
+
+#[tokio::test]
+async fn a_write_no_replica_holds_is_a_transient_failure() {
+    let redis = Redis::start().await;
+    let configuration = redis.configuration();
+    let (store, _) = store_on(&[
+        (keys::REDIS_CONFIGURATION, configuration.as_str()),
+        (keys::REDIS_WAIT_REPLICAS, "1"),
+        (keys::REDIS_WAIT_TIMEOUT_MS, "50"),
+    ]);
+    let err = store
+        .create_pending(&draft(OrderId::new(), "wait"))
+        .await
+        .expect_err("no replica can acknowledge");
+    assert!(err.is_transient(), "{err:?}");
+
+    // The default on one address waits for nobody.
+    let (store, _) = store_on(&[(keys::REDIS_CONFIGURATION, configuration.as_str())]);
+    store
+        .create_pending(&draft(OrderId::new(), "wait"))
+        .await
+        .expect("no wait on a standalone Redis");
+}
+
+/// Writes pending orders until `stop` holds and writes succeed; returns the
+/// ids it got an answer for and how long writes failed (all of them
+/// transiently) in a row at most.
+async fn write_until(store: &RedisStore, stop: impl Fn() -> bool) -> (Vec<OrderId>, Duration) {
+    let mut acknowledged = Vec::new();
+    let mut failing_since: Option<Instant> = None;
+    let mut longest_outage = Duration::ZERO;
+    while failing_since.is_some() || !stop() {
+        assert!(
+            failing_since.is_none_or(|since| since.elapsed() < Duration::from_secs(60)),
+            "writes did not come back within 60 s"
+        );
+        let id = OrderId::new();
+        match store.create_pending(&draft(id, "failover")).await {
+            Ok(()) => {
+                if let Some(since) = failing_since.take() {
+                    longest_outage = longest_outage.max(since.elapsed());
+                }
+                acknowledged.push(id);
+            }
+            Err(err) => {
+                assert!(
+                    err.is_transient(),
+                    "a failover error must be transient: {err:?}"
+                );
+                failing_since.get_or_insert_with(Instant::now);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    (acknowledged, longest_outage)
+}
+
+async fn kill_master_under_writes(
+    group: &SentinelGroup,
+    store: &RedisStore,
+) -> (Vec<OrderId>, u16) {
+    let old = group.master_port().await.expect("a master");
+    let (before, _) = write_until(store, {
+        let started = Instant::now();
+        move || started.elapsed() > Duration::from_millis(500)
+    })
+    .await;
+    group.node(old).process.kill();
+    let killed = Instant::now();
+    let new_master = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let watcher = {
+        let new_master = new_master.clone();
+        let ports: Vec<u16> = group.sentinels.iter().map(|s| s.port).collect();
+        tokio::spawn(async move {
+            // Asks Sentinel directly, like an operator would.
+            loop {
+                for port in &ports {
+                    if let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}"))
+                        && let Ok(mut conn) = client.get_multiplexed_async_connection().await
+                        && let Ok((_, p)) = redis::cmd("SENTINEL")
+                            .arg("get-master-addr-by-name")
+                            .arg(catga_tests::SENTINEL_SERVICE)
+                            .query_async::<(String, String)>(&mut conn)
+                            .await
+                        && p.parse::<u16>().ok() != Some(old)
+                    {
+                        *new_master.lock().expect("lock") = p.parse::<u16>().ok();
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    // Writes go on across the failover until 2 s after a new master exists.
+    let (during, outage) = write_until(store, {
+        let new_master = new_master.clone();
+        let promoted_at = std::sync::Mutex::new(None::<Instant>);
+        move || {
+            assert!(
+                killed.elapsed() < Duration::from_secs(60),
+                "no failover within 60 s"
+            );
+            if new_master.lock().expect("lock").is_none() {
+                return false;
+            }
+            let mut at = promoted_at.lock().expect("lock");
+            at.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(2)
+        }
+    })
+    .await;
+    watcher.await.expect("watcher");
+    let new = new_master.lock().expect("lock").expect("a new master");
+    assert_eq!(role(new).await.as_deref(), Some("master"));
+    println!(
+        "failover of :{old} to :{new}: writes failed (503) for {:.1} s",
+        outage.as_secs_f64()
+    );
+    assert!(!during.is_empty(), "writes resumed on the new master");
+    (before.into_iter().chain(during).collect(), old)
+}
+
+async fn assert_all_held(store: &RedisStore, acknowledged: &[OrderId]) {
+    for id in acknowledged {
+        assert!(
+            store.order(id).await.expect("read").is_some(),
+            "acknowledged order {id} was lost in the failover"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_store_follows_sentinel_failovers_and_keeps_what_it_acknowledged() {
+    let group = SentinelGroup::start(2).await;
+    let configuration = group.configuration();
+    let (store, conn) = store_on(&[(keys::REDIS_CONFIGURATION, configuration.as_str())]);
+    let shutdown = CancellationToken::new();
+    let follower = tokio::spawn(conn.follow_failovers(shutdown.clone()));
+
+    // 1. The master dies; a replica is promoted; the same store carries on.
+    let (first, old) = kill_master_under_writes(&group, &store).await;
+    assert_all_held(&store, &first).await;
+
+    // 2. The old master comes back (as a replica, Sentinel decides), then the
+    //    new master dies too.
+    group.node(old).restart().await;
+    catga_tests::eventually(
+        "the old master rejoins as a replica",
+        Duration::from_secs(30),
+        || async { (role(old).await.as_deref() == Some("slave")).then_some(()) },
+    )
+    .await;
+    let (second, _) = kill_master_under_writes(&group, &store).await;
+    assert_all_held(&store, &first).await;
+    assert_all_held(&store, &second).await;
+
+    shutdown.cancel();
+    follower.await.expect("follower");
+}
