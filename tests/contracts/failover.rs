@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use catga_core::{
     config::{Env, RedisSettings, keys},
     domain::OrderId,
-    store::{OrderIntake, OrderQueries, RedisStore, connect_redis},
+    store::{OrderIntake, OrderQueries, RedisStore, StoreError, connect_redis},
 };
 use catga_tests::{Redis, SentinelGroup, role};
 use tokio_util::sync::CancellationToken;
@@ -178,4 +178,143 @@ async fn the_store_follows_sentinel_failovers_and_keeps_what_it_acknowledged() {
 
     shutdown.cancel();
     follower.await.expect("follower");
+}
+
+/// The replies a failover or an overloaded Redis gives, from real servers,
+/// as `is_transient` sees them; and the refusals that would come back the same.
+#[tokio::test]
+async fn redis_replies_are_classified_from_real_servers() {
+    async fn raw(port: u16) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(format!("redis://127.0.0.1:{port}"))
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect")
+    }
+    async fn reply(conn: &mut redis::aio::MultiplexedConnection, cmd: &redis::Cmd) -> StoreError {
+        StoreError::Redis(
+            cmd.query_async::<redis::Value>(conn)
+                .await
+                .expect_err("a refusal"),
+        )
+    }
+    let group = SentinelGroup::start(1).await;
+    let master = group.master_port().await.expect("master");
+    let replica = group
+        .nodes
+        .iter()
+        .find(|n| n.port != master)
+        .expect("replica")
+        .port;
+    let mut on_master = raw(master).await;
+    let mut on_replica = raw(replica).await;
+
+    // READONLY: a write that reaches a replica (a demoted master).
+    let err = reply(&mut on_replica, redis::cmd("SET").arg("k").arg("v")).await;
+    assert_eq!(err_code(&err), Some("READONLY"));
+    assert!(err.is_transient(), "{err:?}");
+
+    // Script error and WRONGTYPE: would come back the same.
+    let err = reply(
+        &mut on_master,
+        redis::cmd("EVAL").arg("return redis.call('NOPE')").arg(0),
+    )
+    .await;
+    assert!(!err.is_transient(), "{err:?}");
+    let _: () = redis::cmd("SET")
+        .arg("str")
+        .arg("x")
+        .query_async(&mut on_master)
+        .await
+        .expect("set");
+    let err = reply(&mut on_master, redis::cmd("HGET").arg("str").arg("f")).await;
+    assert_eq!(err_code(&err), Some("WRONGTYPE"));
+    assert!(!err.is_transient(), "{err:?}");
+
+    // OOM: no room until keys expire or memory is raised.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(1)
+        .query_async(&mut on_master)
+        .await
+        .expect("config");
+    let err = reply(&mut on_master, redis::cmd("SET").arg("k").arg("v")).await;
+    assert_eq!(err_code(&err), Some("OOM"));
+    assert!(err.is_transient(), "{err:?}");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(0)
+        .query_async(&mut on_master)
+        .await
+        .expect("config");
+
+    // BUSY: a script still running.
+    let mut busy = raw(master).await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("busy-reply-threshold")
+        .arg(100)
+        .query_async(&mut on_master)
+        .await
+        .expect("config");
+    let spin = tokio::spawn(async move {
+        let _ = redis::cmd("EVAL")
+            .arg("local t = tonumber(redis.call('TIME')[1]) + 2 while tonumber(redis.call('TIME')[1]) < t do end return 1")
+            .arg(0)
+            .query_async::<redis::Value>(&mut busy)
+            .await;
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut other = raw(master).await;
+    let err = reply(&mut other, &redis::cmd("PING")).await;
+    assert_eq!(err_code(&err), Some("BUSY"));
+    assert!(err.is_transient(), "{err:?}");
+    spin.await.expect("script ends");
+
+    // MASTERDOWN: a replica that must not serve stale data, its master gone.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("replica-serve-stale-data")
+        .arg("no")
+        .query_async(&mut on_replica)
+        .await
+        .expect("config");
+    // The Sentinels stop watching, so nobody promotes the replica.
+    for sentinel in &group.sentinels {
+        let _: () = redis::cmd("SENTINEL")
+            .arg("REMOVE")
+            .arg(catga_tests::SENTINEL_SERVICE)
+            .query_async(&mut raw(sentinel.port).await)
+            .await
+            .expect("sentinel remove");
+    }
+    group.node(master).process.kill();
+    let err = catga_tests::eventually(
+        "the replica notices its master is gone",
+        Duration::from_secs(30),
+        || {
+            let mut on_replica = on_replica.clone();
+            async move {
+                match redis::cmd("GET")
+                    .arg("k")
+                    .query_async::<redis::Value>(&mut on_replica)
+                    .await
+                {
+                    Err(err) if err.code() == Some("MASTERDOWN") => Some(StoreError::Redis(err)),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
+    assert!(err.is_transient(), "{err:?}");
+}
+
+fn err_code(err: &StoreError) -> Option<&str> {
+    match err {
+        StoreError::Redis(err) => err.code(),
+        _ => None,
+    }
 }
