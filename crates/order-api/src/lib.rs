@@ -66,6 +66,9 @@ impl Backends {
         )
         .await?;
         tokio::spawn(seed_catalog(connections.store.clone(), shutdown.clone()));
+        // Every replica stays in the load balancer through a Redis or NATS
+        // outage and answers 503 + Retry-After itself (issue 12).
+        connections.health.ready_regardless_of_dependencies();
         Ok(Self {
             store: connections.store,
             publisher: connections.broker,
