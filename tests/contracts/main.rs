@@ -13,6 +13,7 @@ mod broker;
 mod errors;
 mod failover;
 mod idempotency;
+mod reconcile;
 mod store;
 
 use catga_core::{
