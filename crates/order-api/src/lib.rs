@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod config;
 pub mod http;
+pub mod pending;
 #[cfg(test)]
 mod test_util;
 
@@ -66,6 +67,15 @@ impl Backends {
         )
         .await?;
         tokio::spawn(seed_catalog(connections.store.clone(), shutdown.clone()));
+        connections.tasks.spawn(
+            "re-publish overdue pending orders",
+            pending::republish_overdue(
+                connections.store.clone(),
+                connections.broker.clone(),
+                distributed.republish_pending_after,
+                shutdown.clone(),
+            ),
+        );
         // Every replica stays in the load balancer through a Redis or NATS
         // outage and answers 503 + Retry-After itself (issue 12).
         connections.health.ready_regardless_of_dependencies();

@@ -21,6 +21,8 @@ pub const ENABLE_IDEMPOTENCY: &str = "Catga__EnableIdempotency";
 pub const MAX_RETRY_ATTEMPTS: &str = "Catga__MaxRetryAttempts";
 pub const IDEMPOTENCY_TTL_SECONDS: &str = "Catga__IdempotencyTtlSeconds";
 pub const SHUTDOWN_GRACE_SECONDS: &str = "Catga__ShutdownGraceSeconds";
+/// After how long order-api re-publishes the command of an order still pending.
+pub const PENDING_REPUBLISH_SECONDS: &str = "Catga__PendingRepublishSeconds";
 
 // HTTP.
 pub const HTTP_PORT: &str = "Http__Port";

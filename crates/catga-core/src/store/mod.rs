@@ -179,6 +179,15 @@ pub trait OrderIntake: Send + Sync + 'static {
     /// durable); an order in any other state stays. A command that did reach
     /// the stream recreates it when applied.
     async fn discard_pending(&self, order_id: &OrderId) -> Result<(), StoreError>;
+
+    /// Up to `limit` orders still pending that were created before
+    /// `created_before`: their command may never have reached the stream
+    /// (order-api died between the two steps). Forgets orders no longer pending.
+    async fn overdue_pending(
+        &self,
+        created_before: time::OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<OrderDraft>, StoreError>;
 }
 
 /// Reading orders (order-api).

@@ -21,7 +21,7 @@ use super::{
 use crate::{
     config::RedisSettings,
     contracts::{CancelOrder, PlaceOrder, redis_keys},
-    domain::{Order, OrderDraft, OrderId, Product},
+    domain::{Order, OrderDraft, OrderId, OrderStatus, Product},
 };
 
 /// How long the processed marker of a command is kept. Far longer than any
@@ -236,6 +236,16 @@ impl Catalog for RedisStore {
 impl OrderIntake for RedisStore {
     #[tracing::instrument(skip_all, fields(otel.name = "redis create_pending", otel.kind = "client", db.system.name = "redis"))]
     async fn create_pending(&self, draft: &OrderDraft) -> Result<(), StoreError> {
+        // Indexed first, so an order whose command never gets published is
+        // found again (overdue_pending); the script's WAIT covers this write
+        // too (same connection, sent before it).
+        let _: i64 = redis::cmd("ZADD")
+            .arg(redis_keys::PENDING_ORDERS)
+            .arg("NX")
+            .arg(unix_millis(draft.created_at))
+            .arg(draft.order_id.to_string())
+            .query_async(&mut self.conn.clone())
+            .await?;
         let _: i64 = CREATE_PENDING
             .key(order_key(&draft.order_id))
             .key(redis_keys::ORDER_INDEX)
@@ -245,6 +255,14 @@ impl OrderIntake for RedisStore {
             .invoke_async(&mut self.replicated.clone())
             .await?;
         Ok(())
+    }
+
+    async fn overdue_pending(
+        &self,
+        created_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<OrderDraft>, StoreError> {
+        self.overdue_pending_orders(created_before, limit).await
     }
 
     #[tracing::instrument(skip_all, fields(otel.name = "redis discard_pending", otel.kind = "client", db.system.name = "redis"))]
@@ -257,6 +275,54 @@ impl OrderIntake for RedisStore {
             .await?;
         Ok(())
     }
+}
+
+impl RedisStore {
+    #[tracing::instrument(skip_all, fields(otel.name = "redis overdue_pending", otel.kind = "client", db.system.name = "redis"))]
+    async fn overdue_pending_orders(
+        &self,
+        created_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<OrderDraft>, StoreError> {
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(redis_keys::PENDING_ORDERS)
+            .arg("-inf")
+            .arg(format!("({}", unix_millis(created_before)))
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let mut overdue = Vec::new();
+        for id in ids {
+            let fields: (Option<String>, Option<String>) = redis::cmd("HMGET")
+                .arg(format!("{}{id}", redis_keys::ORDER_PREFIX))
+                .arg(&["doc", "status"])
+                .query_async(&mut self.conn.clone())
+                .await?;
+            match fields {
+                (Some(doc), Some(status)) if status == OrderStatus::Pending.as_str() => {
+                    overdue.push(
+                        serde_json::from_str(&doc)
+                            .map_err(|err| StoreError::decode("an order document", err))?,
+                    );
+                }
+                // Final, or discarded: nothing to re-publish any more.
+                _ => {
+                    let _: i64 = redis::cmd("ZREM")
+                        .arg(redis_keys::PENDING_ORDERS)
+                        .arg(&id)
+                        .query_async(&mut self.conn.clone())
+                        .await?;
+                }
+            }
+        }
+        Ok(overdue)
+    }
+}
+
+fn unix_millis(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 #[async_trait]
