@@ -15,6 +15,8 @@
 //! Slow: run with `tests/run.sh faults`, which builds the binaries with
 //! `--features catga-core/failpoints` first. `CATGA_FAULT_ORDERS` sets the load.
 
+mod redis_failover;
+
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     sync::{
