@@ -318,3 +318,95 @@ fn err_code(err: &StoreError) -> Option<&str> {
         _ => None,
     }
 }
+
+/// Cuts the replicas off the master (frozen, their links killed), writes
+/// `count` pending orders through a store with `wait_replicas`, kills the
+/// master, thaws the replicas and waits for one to be promoted. Returns what
+/// the store acknowledged, what it refused, and the store.
+async fn write_while_replicas_are_cut_off(
+    wait_replicas: &str,
+    count: usize,
+) -> (Vec<OrderId>, Vec<StoreError>, RedisStore, SentinelGroup) {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let signal = |server: &catga_tests::Server, signal: Signal| {
+        let pid = server.process.pid().expect("running");
+        kill(Pid::from_raw(i32::try_from(pid).expect("pid")), signal).expect("signal");
+    };
+    let group = SentinelGroup::start(2).await;
+    let configuration = group.configuration();
+    let (store, _) = store_on(&[
+        (keys::REDIS_CONFIGURATION, configuration.as_str()),
+        (keys::REDIS_WAIT_REPLICAS, wait_replicas),
+        (keys::REDIS_WAIT_TIMEOUT_MS, "100"),
+    ]);
+    store
+        .create_pending(&draft(OrderId::new(), "warm-up"))
+        .await
+        .expect("the store works before the cut");
+    let master = group.master_port().await.expect("master");
+    let replicas: Vec<&catga_tests::Server> =
+        group.nodes.iter().filter(|n| n.port != master).collect();
+    for replica in &replicas {
+        signal(replica, Signal::SIGSTOP);
+    }
+    let mut raw = redis::Client::open(format!("redis://127.0.0.1:{master}"))
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: redis::Value = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("replica")
+        .query_async(&mut raw)
+        .await
+        .expect("cut the replication links");
+    let mut acknowledged = Vec::new();
+    let mut refused = Vec::new();
+    for _ in 0..count {
+        let id = OrderId::new();
+        match store.create_pending(&draft(id, "cut-off")).await {
+            Ok(()) => acknowledged.push(id),
+            Err(err) => refused.push(err),
+        }
+    }
+    group.node(master).process.kill();
+    for replica in &replicas {
+        signal(replica, Signal::SIGCONT);
+    }
+    group
+        .wait_for_new_master(master, Duration::from_secs(60))
+        .await;
+    (acknowledged, refused, store, group)
+}
+
+#[tokio::test]
+async fn without_wait_a_failover_loses_acknowledged_writes_with_it_none() {
+    // The control: no WAIT, the master acknowledges what no replica holds,
+    // and the promoted replica does not have it.
+    let (acknowledged, refused, store, _group) = write_while_replicas_are_cut_off("0", 5).await;
+    assert!(refused.is_empty(), "{refused:?}");
+    let mut lost = 0;
+    for id in &acknowledged {
+        let found = catga_tests::eventually(
+            "a read on the new master",
+            Duration::from_secs(30),
+            || async { store.order(id).await.ok() },
+        )
+        .await;
+        lost += usize::from(found.is_none());
+    }
+    assert_eq!(
+        lost,
+        acknowledged.len(),
+        "without WAIT the acknowledged writes are lost"
+    );
+
+    // With WAIT, the same writes are refused (transient: 503 / retry), so
+    // nothing acknowledged can be lost.
+    let (acknowledged, refused, _, _group) = write_while_replicas_are_cut_off("1", 5).await;
+    assert!(acknowledged.is_empty(), "{acknowledged:?}");
+    assert_eq!(refused.len(), 5);
+    assert!(refused.iter().all(StoreError::is_transient), "{refused:?}");
+}
