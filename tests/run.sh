@@ -41,7 +41,7 @@ install_packages() {
 }
 
 run_rust() {
-    install_packages nats-server redis-server prometheus prometheus-redis-exporter chromium chromium-driver
+    install_packages nats-server redis-server redis-sentinel prometheus prometheus-redis-exporter chromium chromium-driver
     echo "==> cargo fmt --check"
     cargo fmt --all -- --check
     echo "==> cargo clippy"
@@ -53,7 +53,7 @@ run_rust() {
 }
 
 run_faults() {
-    install_packages nats-server redis-server
+    install_packages nats-server redis-server redis-sentinel
     echo "==> fault-injection suite (binaries with failpoints compiled in)"
     cargo build --workspace --bins --locked --features catga-core/failpoints
     cargo test -p catga-tests --test faults --locked -- --ignored --nocapture

@@ -11,7 +11,9 @@
 
 mod broker;
 mod errors;
+mod failover;
 mod idempotency;
+mod reconcile;
 mod store;
 
 use catga_core::{
@@ -22,7 +24,7 @@ use catga_core::{
 use catga_tests::{Nats, Redis};
 
 /// A production connection to `redis`, as the services open it.
-fn redis_connection(redis: &Redis) -> redis::aio::ConnectionManager {
+fn redis_connection(redis: &Redis) -> catga_core::store::RedisConnection {
     let settings = RedisSettings::from_env(&Env::from_pairs([(
         keys::REDIS_CONFIGURATION,
         redis.configuration(),

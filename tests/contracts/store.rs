@@ -33,6 +33,42 @@ pub async fn order_store_contract(store: &dyn OrderStore) {
     a_discarded_order_is_recreated_by_its_place_command(store).await;
     orders_are_listed_newest_first_page_by_page(store).await;
     each_customers_orders_are_listed_from_their_own_index(store).await;
+    overdue_pending_orders_are_found_until_they_move_on(store).await;
+}
+
+/// What order-api's re-publisher relies on (no orphan orders).
+async fn overdue_pending_orders_are_found_until_they_move_on(store: &dyn OrderStore) {
+    let order_id = OrderId::new();
+    let placed = draft(order_id, "overdue");
+    store.create_pending(&placed).await.expect("pending");
+    let overdue = |before| async move {
+        store
+            .overdue_pending(before, 10_000)
+            .await
+            .expect("overdue")
+            .into_iter()
+            .filter(|d| d.order_id == order_id)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        overdue(placed.created_at).await.is_empty(),
+        "not overdue at its own creation time"
+    );
+    assert_eq!(
+        overdue(placed.created_at + time::Duration::seconds(1)).await,
+        vec![placed.clone()],
+        "found again, as placed"
+    );
+    store
+        .apply_place(&PlaceOrder::from_draft(&placed))
+        .await
+        .expect("applied");
+    assert!(
+        overdue(placed.created_at + time::Duration::seconds(1))
+            .await
+            .is_empty(),
+        "no longer pending"
+    );
 }
 
 const KEYBOARD: &str = "CT-KEYBOARD";
@@ -84,7 +120,7 @@ fn cancel(order_id: OrderId) -> CancelOrder {
     }
 }
 
-fn draft(order_id: OrderId, customer: &str) -> OrderDraft {
+pub(crate) fn draft(order_id: OrderId, customer: &str) -> OrderDraft {
     OrderDraft {
         customer_id: customer.to_owned(),
         ..place(order_id, vec![line(KEYBOARD, 1)]).draft()

@@ -15,6 +15,8 @@
 //! Slow: run with `tests/run.sh faults`, which builds the binaries with
 //! `--features catga-core/failpoints` first. `CATGA_FAULT_ORDERS` sets the load.
 
+mod redis_failover;
+
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
     sync::{
@@ -775,4 +777,52 @@ async fn a_command_that_crashes_every_delivery_is_dead_lettered() {
     let dead_lettered =
         catga_tests::metric_total(&system.order_services, "catga_dead_letters_total{").await;
     assert_eq!(dead_lettered, 1.0);
+}
+
+#[tokio::test]
+#[ignore = "needs binaries built with failpoints: run with tests/run.sh faults"]
+async fn an_order_api_killed_between_the_pending_write_and_the_publish_leaves_no_orphan() {
+    let system = catga_tests::System::start_with(&[(keys::PENDING_REPUBLISH_SECONDS, "2")]).await;
+    // A second order-api that aborts right after writing the pending order.
+    let mut env = system.env.clone();
+    env.insert("FAILPOINTS".into(), "catga::after-pending=return".into());
+    let doomed = Service::start("order-api", &env, system.logs.path()).await;
+    let customer = "c-orphan";
+    let sent = reqwest::Client::new()
+        .post(doomed.url("/api/orders"))
+        .json(&order_body(customer, &[("PROD-001", 1)]))
+        .send()
+        .await;
+    assert!(sent.is_err(), "the process died mid-request: {sent:?}");
+    catga_tests::eventually("order-api to die", Duration::from_secs(10), || async {
+        (doomed.ready_status().await.is_none()).then_some(())
+    })
+    .await;
+
+    // The surviving order-api finds the orphan and re-publishes its command.
+    let api = system.client();
+    let order_id =
+        catga_tests::eventually("the pending order", Duration::from_secs(10), || async {
+            api.get("/api/orders?limit=100").await.body["items"]
+                .as_array()?
+                .iter()
+                .find(|o| o["customerId"] == customer)
+                .and_then(|o| o["orderId"].as_str().map(str::to_owned))
+        })
+        .await;
+    let state = api.final_state(&order_id).await;
+    assert_eq!(state["status"], "Confirmed", "{}", system.all_logs());
+    // Once: one event notified for it, and stock taken once.
+    let product = api.get("/api/products").await;
+    let stock = product.body.as_array().and_then(|products| {
+        products
+            .iter()
+            .find(|p| p["productId"] == "PROD-001")
+            .and_then(|p| p["stock"].as_i64())
+    });
+    let initial = catga_core::domain::default_catalog()
+        .into_iter()
+        .find(|p| p.product_id == "PROD-001")
+        .map(|p| p.stock);
+    assert_eq!(stock, initial.map(|s| s - 1), "stock taken exactly once");
 }

@@ -75,6 +75,9 @@ pub mod redis_keys {
     /// theirs however many orders the store holds. Written in the same atomic
     /// step as the order.
     pub const CUSTOMER_ORDER_INDEX_PREFIX: &str = "catga:orders:customer:";
+    /// Sorted set of order ids by creation time (Unix ms) whose command may not
+    /// be durable yet; order-api re-publishes those still pending when overdue.
+    pub const PENDING_ORDERS: &str = "catga:orders:pending";
     /// Outcome of an applied command, keyed by command id: the command idempotency record.
     pub const PROCESSED_PREFIX: &str = "catga:processed:";
     /// HTTP `Idempotency-Key` records.
@@ -147,6 +150,20 @@ pub struct PlaceOrder {
 
 impl PlaceOrder {
     /// The order this command places, as it is recorded.
+    /// The place command of a pending order: what order-api publishes, and
+    /// re-publishes (same id, same `Nats-Msg-Id`) for an order whose command
+    /// may never have reached the stream.
+    pub fn from_draft(draft: &OrderDraft) -> Self {
+        Self {
+            command_id: format!("place:{}", draft.order_id),
+            order_id: draft.order_id,
+            customer_id: draft.customer_id.clone(),
+            items: draft.items.clone(),
+            total_amount: draft.total_amount,
+            created_at: draft.created_at,
+        }
+    }
+
     pub fn draft(&self) -> OrderDraft {
         OrderDraft {
             order_id: self.order_id,

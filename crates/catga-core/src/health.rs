@@ -1,6 +1,9 @@
-//! Health endpoints every service serves: `/health` and `/health/live`
-//! (liveness: the process answers) and `/health/ready` (readiness: 200 only
-//! while every dependency is usable and the service is not draining).
+//! Health endpoints every service serves (docs/reliability.md, "Probes"):
+//! `/health/live` (liveness: the process answers), `/health` (always 200,
+//! with the state of every dependency) and `/health/ready` (readiness: 503
+//! while draining; by default also while a dependency is unusable, but not for
+//! a service that answers its clients itself during an outage, see
+//! [`Health::ready_regardless_of_dependencies`]).
 
 use std::{
     collections::BTreeMap,
@@ -77,6 +80,8 @@ pub struct Health {
     checks: Arc<Vec<Box<dyn ReadinessCheck>>>,
     /// The shutdown token readiness follows, once [`Health::drain_on`] named it.
     shutdown: Arc<OnceLock<CancellationToken>>,
+    /// Readiness ignores the dependency checks (they are still reported).
+    process_only: Arc<AtomicBool>,
 }
 
 #[derive(Serialize)]
@@ -93,7 +98,17 @@ impl Health {
             service,
             checks: Arc::new(checks),
             shutdown: Arc::new(OnceLock::new()),
+            process_only: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Makes readiness (for every clone) mean "started and not draining": a
+    /// dependency outage then does not take every replica out of the load
+    /// balancer at once; the service answers what it cannot serve with 503 +
+    /// `Retry-After` itself. Dependencies stay visible in `/health` and
+    /// `catga_dependency_up`.
+    pub fn ready_regardless_of_dependencies(&self) {
+        self.process_only.store(true, Ordering::Release);
     }
 
     /// Makes readiness answer 503 from the instant `shutdown` fires, with no
@@ -111,10 +126,19 @@ impl Health {
             .is_some_and(CancellationToken::is_cancelled)
     }
 
-    /// Runs every check; `Ok` when all pass.
+    /// Runs every check, sets the gauges; whether the service is ready, and
+    /// each check's outcome.
     pub async fn readiness(&self) -> (bool, BTreeMap<&'static str, String>) {
+        let (ready, all_up, results) = self.run_checks().await;
+        let ready = ready && (all_up || self.process_only.load(Ordering::Acquire));
+        metrics::gauge!(names::READY, "service" => self.service).set(if ready { 1.0 } else { 0.0 });
+        (ready, results)
+    }
+
+    /// Not draining; every dependency up; the outcomes.
+    async fn run_checks(&self) -> (bool, bool, BTreeMap<&'static str, String>) {
         let draining = self.is_draining();
-        let mut ready = !draining;
+        let mut all_up = true;
         let mut results = BTreeMap::new();
         if draining {
             results.insert("shutdown", "draining".to_owned());
@@ -131,18 +155,17 @@ impl Health {
             let up = outcome.is_ok();
             metrics::gauge!(names::DEPENDENCY_UP, "service" => self.service, "dependency" => name)
                 .set(if up { 1.0 } else { 0.0 });
-            ready &= up;
+            all_up &= up;
             results.insert(name, outcome.map_or_else(|err| err, |()| "ok".to_owned()));
         }
-        metrics::gauge!(names::READY, "service" => self.service).set(if ready { 1.0 } else { 0.0 });
-        (ready, results)
+        (!draining, all_up, results)
     }
 }
 
 /// `/health`, `/health/live` and `/health/ready`.
 pub fn router(health: Health) -> Router {
     Router::new()
-        .route("/health", get(live))
+        .route("/health", get(dependencies))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .with_state(health)
@@ -153,6 +176,17 @@ async fn live(State(health): State<Health>) -> impl IntoResponse {
         status: "ok",
         service: health.service,
         checks: BTreeMap::new(),
+    })
+}
+
+/// Always 200 while the process answers: `ok`, or `degraded` with the
+/// dependencies that are down.
+async fn dependencies(State(health): State<Health>) -> impl IntoResponse {
+    let (_, all_up, checks) = health.run_checks().await;
+    Json(Report {
+        status: if all_up { "ok" } else { "degraded" },
+        service: health.service,
+        checks,
     })
 }
 
@@ -187,5 +221,40 @@ mod tests {
         let (ready, checks) = health.clone().readiness().await;
         assert!(!ready);
         assert_eq!(checks["shutdown"], "draining");
+    }
+
+    struct Down;
+
+    #[async_trait]
+    impl ReadinessCheck for Down {
+        fn name(&self) -> &'static str {
+            "redis"
+        }
+        async fn check(&self) -> Result<(), Unready> {
+            Err("connection refused".into())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_process_only_service_stays_ready_through_an_outage_but_shows_it() {
+        let health = Health::new("svc", vec![Box::new(Down)]);
+        assert!(
+            !health.readiness().await.0,
+            "by default a dependency gates readiness"
+        );
+        health.clone().ready_regardless_of_dependencies();
+        let (ready, checks) = health.readiness().await;
+        assert!(ready, "started and not draining");
+        assert_eq!(checks["redis"], "connection refused");
+        let (_, all_up, _) = health.run_checks().await;
+        assert!(!all_up, "/health reports the outage");
+
+        let shutdown = CancellationToken::new();
+        health.drain_on(&shutdown);
+        shutdown.cancel();
+        assert!(
+            !health.readiness().await.0,
+            "draining still turns it unready"
+        );
     }
 }

@@ -22,10 +22,10 @@ use std::{
 };
 
 use async_trait::async_trait;
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
 use tokio::time::Instant;
 
-use crate::error::BoxError;
+use crate::{error::BoxError, store::RedisConnection};
 
 /// An idempotency record could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -173,13 +173,20 @@ return 1",
 /// Records in Redis, under a key prefix.
 #[derive(Clone)]
 pub struct RedisIdempotencyStore {
-    conn: ConnectionManager,
+    conn: RedisConnection,
+    /// For the outcome: it is answered (or a notification counts as sent)
+    /// only once replicas hold it.
+    replicated: RedisConnection,
     prefix: &'static str,
 }
 
 impl RedisIdempotencyStore {
-    pub fn new(conn: ConnectionManager, prefix: &'static str) -> Self {
-        Self { conn, prefix }
+    pub fn new(conn: RedisConnection, prefix: &'static str) -> Self {
+        Self {
+            replicated: conn.replicated(),
+            conn,
+            prefix,
+        }
     }
 
     fn key(&self, key: &str) -> String {
@@ -234,7 +241,7 @@ impl IdempotencyStore for RedisIdempotencyStore {
             .key(self.key(key))
             .arg(outcome)
             .arg(millis(ttl))
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.replicated.clone())
             .await
             .map_err(|err| IdempotencyError::from_redis(key, err))?;
         Ok(())

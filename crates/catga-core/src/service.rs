@@ -198,7 +198,7 @@ pub async fn until_drained<T>(
 pub struct Connections {
     pub service: &'static str,
     pub broker: Arc<dyn Broker>,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: crate::store::RedisConnection,
     pub store: Arc<dyn crate::store::OrderStore>,
     pub health: Health,
     /// Every task the service runs beside its main work; [`Connections::stop`] waits for them.
@@ -235,6 +235,10 @@ impl Connections {
         tasks.spawn(
             "create streams",
             ensure_topology(broker.clone(), topology_ready, shutdown.clone()),
+        );
+        tasks.spawn(
+            "follow Redis failovers",
+            redis_conn.clone().follow_failovers(shutdown.clone()),
         );
         tasks.spawn(
             "refresh dependency gauges",

@@ -15,6 +15,9 @@ pub const DEFAULT_SERVICE_NAME: &str = "OrderApi";
 pub struct Distributed {
     pub nats: NatsSettings,
     pub redis: RedisSettings,
+    /// An order still pending this long after it was placed gets its command
+    /// re-published (crate::pending).
+    pub republish_pending_after: std::time::Duration,
 }
 
 impl Distributed {
@@ -28,6 +31,11 @@ impl Distributed {
         Ok(Some(Self {
             nats,
             redis: RedisSettings::from_env(env)?,
+            republish_pending_after: env.seconds_in(
+                keys::PENDING_REPUBLISH_SECONDS,
+                crate::pending::DEFAULT_REPUBLISH_AFTER_SECONDS,
+                1..=24 * 3600,
+            )?,
         }))
     }
 }

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod catalog;
 pub mod config;
 pub mod http;
+pub mod pending;
 #[cfg(test)]
 mod test_util;
 
@@ -85,6 +86,18 @@ impl Backends {
             "seed the catalog",
             seed_catalog(store.clone(), shutdown.clone()),
         );
+        connections.tasks.spawn(
+            "re-publish overdue pending orders",
+            pending::republish_overdue(
+                store.clone(),
+                connections.broker.clone(),
+                distributed.republish_pending_after,
+                shutdown.clone(),
+            ),
+        );
+        // Every replica stays in the load balancer through a Redis or NATS
+        // outage and answers 503 + Retry-After itself (issue 12).
+        connections.health.ready_regardless_of_dependencies();
         Ok(Self {
             store,
             publisher: connections.broker,

@@ -9,12 +9,20 @@ pub const NATS_ACK_WAIT_SECONDS: &str = "NATS__AckWaitSeconds";
 // Redis.
 pub const REDIS_CONFIGURATION: &str = "Redis__Configuration";
 pub const REDIS_PASSWORD: &str = "REDIS_PASSWORD";
+/// The password of the Sentinels, when it differs from the data password.
+pub const REDIS_SENTINEL_PASSWORD: &str = "REDIS_SENTINEL_PASSWORD";
+/// How many replicas must hold a write before it is acknowledged (`WAIT`).
+pub const REDIS_WAIT_REPLICAS: &str = "Redis__WaitReplicas";
+/// How long a write waits for those replicas.
+pub const REDIS_WAIT_TIMEOUT_MS: &str = "Redis__WaitTimeoutMs";
 
 // Idempotency, retries and shutdown.
 pub const ENABLE_IDEMPOTENCY: &str = "Catga__EnableIdempotency";
 pub const MAX_RETRY_ATTEMPTS: &str = "Catga__MaxRetryAttempts";
 pub const IDEMPOTENCY_TTL_SECONDS: &str = "Catga__IdempotencyTtlSeconds";
 pub const SHUTDOWN_GRACE_SECONDS: &str = "Catga__ShutdownGraceSeconds";
+/// After how long order-api re-publishes the command of an order still pending.
+pub const PENDING_REPUBLISH_SECONDS: &str = "Catga__PendingRepublishSeconds";
 
 // HTTP.
 pub const HTTP_PORT: &str = "Http__Port";

@@ -20,7 +20,7 @@ pub mod trace;
 pub use common::{CatgaSettings, CommonSettings, LogFormat};
 pub use env::Env;
 pub use nats::NatsSettings;
-pub use redis::RedisSettings;
+pub use redis::{RedisSettings, RedisTopology, ReplicaWait};
 pub use trace::TraceExport;
 
 /// The cause of a [`ConfigError`], when a parser gave one.

@@ -33,6 +33,17 @@ pub enum MessagingError {
     /// No answer within the caller's deadline: retrying helps.
     #[error("{operation}: no answer within {after:?}")]
     TimedOut { operation: String, after: Duration },
+    /// An existing stream or consumer differs from the configuration in a
+    /// setting the server cannot change in place.
+    #[error(
+        "{object}: {setting} is {existing} on the server but configured as {configured}, and cannot be changed in place (recreate it, or change the configuration back)"
+    )]
+    Mismatch {
+        object: String,
+        setting: &'static str,
+        existing: String,
+        configured: String,
+    },
 }
 
 impl MessagingError {
@@ -40,7 +51,7 @@ impl MessagingError {
     pub fn is_transient(&self) -> bool {
         match self {
             MessagingError::Unavailable { .. } | MessagingError::TimedOut { .. } => true,
-            MessagingError::Refused { .. } => false,
+            MessagingError::Refused { .. } | MessagingError::Mismatch { .. } => false,
         }
     }
 

@@ -18,7 +18,7 @@ use super::{
     Acker, Broker, ConsumerSpec, DUPLICATE_WINDOW, Delivery, MessagingError, OutgoingMessage,
     Publisher, Retention, STREAMS,
 };
-use crate::config::NatsSettings;
+use crate::config::{NatsSettings, keys};
 
 /// A JetStream connection. Cloning shares the connection.
 #[derive(Clone)]
@@ -96,13 +96,7 @@ impl Broker for JetStreamBroker {
                 duplicate_window: DUPLICATE_WINDOW,
                 ..Default::default()
             };
-            // Many replicas may race here; creating a stream with an identical
-            // configuration is idempotent on the server, and get_or_create
-            // falls back to the existing stream.
-            self.context
-                .get_or_create_stream(config)
-                .await
-                .map_err(|err| MessagingError::nats(format!("create stream {}", spec.name), err))?;
+            self.reconcile_stream(config).await?;
         }
         Ok(())
     }
@@ -123,10 +117,7 @@ impl Broker for JetStreamBroker {
             max_ack_pending: 1_000,
             ..Default::default()
         };
-        let consumer = stream
-            .get_or_create_consumer(&spec.durable, config)
-            .await
-            .map_err(|err| MessagingError::nats(format!("bind consumer {}", spec.durable), err))?;
+        let consumer = self.reconcile_consumer(&stream, config).await?;
         let messages = consumer
             .stream()
             // Pull no more than can be worked on, so a stopping replica leaves
@@ -258,6 +249,142 @@ struct MaxDeliveries {
 }
 
 impl JetStreamBroker {
+    /// Creates the stream, or brings an existing one to `config` (replicas,
+    /// subjects, age, duplicate window). Retention and storage cannot change
+    /// in place: a difference there is a [`MessagingError::Mismatch`]. Many
+    /// replicas may race here: both steps are idempotent on the server.
+    async fn reconcile_stream(&self, config: stream::Config) -> Result<(), MessagingError> {
+        let name = config.name.clone();
+        let existing = match self.context.get_stream(&name).await {
+            Ok(stream) => stream.cached_info().config.clone(),
+            Err(err)
+                if matches!(err.kind(), async_nats::jetstream::context::GetStreamErrorKind::JetStream(ref api)
+                    if api.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                self.context
+                    .get_or_create_stream(config)
+                    .await
+                    .map_err(|err| MessagingError::nats(format!("create stream {name}"), err))?;
+                return Ok(());
+            }
+            Err(err) => return Err(MessagingError::nats(format!("stream {name}"), err)),
+        };
+        let object = || format!("stream {name}");
+        if existing.retention != config.retention {
+            return Err(MessagingError::Mismatch {
+                object: object(),
+                setting: "retention",
+                existing: format!("{:?}", existing.retention),
+                configured: format!("{:?}", config.retention),
+            });
+        }
+        if existing.storage != config.storage {
+            return Err(MessagingError::Mismatch {
+                object: object(),
+                setting: "storage",
+                existing: format!("{:?}", existing.storage),
+                configured: format!("{:?}", config.storage),
+            });
+        }
+        let changed: Vec<&str> = [
+            (existing.num_replicas != config.num_replicas).then_some(keys::NATS_STREAM_REPLICAS),
+            (existing.subjects != config.subjects).then_some("subjects"),
+            (existing.max_age != config.max_age).then_some("max_age"),
+            (existing.duplicate_window != config.duplicate_window).then_some("duplicate_window"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        // Everything else the server keeps as it was (limits set by hand).
+        let updated = stream::Config {
+            num_replicas: config.num_replicas,
+            subjects: config.subjects,
+            max_age: config.max_age,
+            duplicate_window: config.duplicate_window,
+            ..existing
+        };
+        self.context.update_stream(updated).await.map_err(|err| {
+            MessagingError::nats(
+                format!("update {} of stream {name}", changed.join(", ")),
+                err,
+            )
+        })?;
+        tracing::info!(stream = %name, changed = ?changed, "stream brought to the configured settings");
+        Ok(())
+    }
+
+    /// Creates the durable consumer, or brings an existing one to `config`
+    /// (ack wait, max deliveries, max ack pending: the server changes them in
+    /// place). Its filter, deliver and ack policies cannot change in place: a
+    /// difference there is a [`MessagingError::Mismatch`].
+    async fn reconcile_consumer(
+        &self,
+        stream: &jetstream::stream::Stream<()>,
+        config: pull::Config,
+    ) -> Result<jetstream::consumer::PullConsumer, MessagingError> {
+        let durable = config.durable_name.clone().unwrap_or_default();
+        let object = || format!("consumer {durable}");
+        match stream.consumer_info(&durable).await {
+            Ok(info) => {
+                let existing = info.config;
+                for (setting, differs, was, wanted) in [
+                    (
+                        "filter_subject",
+                        existing.filter_subject != config.filter_subject,
+                        existing.filter_subject.clone(),
+                        config.filter_subject.clone(),
+                    ),
+                    (
+                        "deliver_policy",
+                        existing.deliver_policy != config.deliver_policy,
+                        format!("{:?}", existing.deliver_policy),
+                        format!("{:?}", config.deliver_policy),
+                    ),
+                    (
+                        "ack_policy",
+                        existing.ack_policy != config.ack_policy,
+                        format!("{:?}", existing.ack_policy),
+                        format!("{:?}", config.ack_policy),
+                    ),
+                ] {
+                    if differs {
+                        return Err(MessagingError::Mismatch {
+                            object: object(),
+                            setting,
+                            existing: was,
+                            configured: wanted,
+                        });
+                    }
+                }
+                if existing.ack_wait != config.ack_wait
+                    || existing.max_deliver != config.max_deliver
+                    || existing.max_ack_pending != config.max_ack_pending
+                {
+                    tracing::info!(
+                        consumer = %durable,
+                        ack_wait = ?config.ack_wait,
+                        max_deliver = config.max_deliver,
+                        "consumer brought to the configured settings"
+                    );
+                }
+            }
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    async_nats::jetstream::context::ConsumerInfoErrorKind::NotFound
+                ) => {}
+            Err(err) => return Err(MessagingError::nats(object(), err)),
+        }
+        // Create or update: the server applies the changeable settings in place.
+        stream
+            .create_consumer(config)
+            .await
+            .map_err(|err| MessagingError::nats(format!("bind {}", object()), err))
+    }
+
     async fn stream(&self, name: &str) -> Result<jetstream::stream::Stream<()>, MessagingError> {
         self.context
             .get_stream_no_info(name)

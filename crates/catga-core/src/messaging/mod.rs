@@ -230,11 +230,13 @@ pub trait Publisher: Send + Sync + 'static {
 /// A transport with durable consumers.
 #[async_trait]
 pub trait Broker: Publisher {
-    /// Creates the streams of [`STREAMS`] when absent. Safe to call from many
-    /// replicas at once.
+    /// Creates the streams of [`STREAMS`] when absent and brings existing ones
+    /// to the configured settings ([`MessagingError::Mismatch`] names one that
+    /// cannot change in place). Safe to call from many replicas at once.
     async fn ensure_topology(&self) -> Result<(), MessagingError>;
 
-    /// Binds the durable consumer (creating it when absent) and streams its deliveries.
+    /// Binds the durable consumer (creating it when absent, bringing its ack
+    /// wait and max deliveries to `spec` when not) and streams its deliveries.
     async fn subscribe(
         &self,
         spec: &ConsumerSpec,

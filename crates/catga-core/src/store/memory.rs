@@ -159,6 +159,27 @@ impl OrderIntake for MemoryStore {
         Ok(())
     }
 
+    async fn overdue_pending(
+        &self,
+        created_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<OrderDraft>, StoreError> {
+        Ok(self
+            .lock()
+            .orders
+            .values()
+            .filter(|o| o.status == OrderStatus::Pending && o.created_at < created_before)
+            .take(limit)
+            .map(|o| OrderDraft {
+                order_id: o.order_id,
+                customer_id: o.customer_id.clone(),
+                items: o.items.clone(),
+                total_amount: o.total_amount,
+                created_at: o.created_at,
+            })
+            .collect())
+    }
+
     async fn discard_pending(&self, order_id: &OrderId) -> Result<(), StoreError> {
         let mut state = self.lock();
         if state

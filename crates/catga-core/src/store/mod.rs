@@ -20,9 +20,11 @@
 //! store; [`MemoryStore`] backs the embedded single-process mode and follows
 //! the same rules. Both are held to one contract by `tests/contracts`.
 
+mod connection;
 mod memory;
 mod redis;
 
+pub use connection::RedisConnection;
 pub use memory::MemoryStore;
 pub use redis::{RedisStore, connect as connect_redis};
 
@@ -179,6 +181,15 @@ pub trait OrderIntake: Send + Sync + 'static {
     /// durable); an order in any other state stays. A command that did reach
     /// the stream recreates it when applied.
     async fn discard_pending(&self, order_id: &OrderId) -> Result<(), StoreError>;
+
+    /// Up to `limit` orders still pending that were created before
+    /// `created_before`: their command may never have reached the stream
+    /// (order-api died between the two steps). Forgets orders no longer pending.
+    async fn overdue_pending(
+        &self,
+        created_before: time::OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<OrderDraft>, StoreError>;
 }
 
 /// Reading orders (order-api).

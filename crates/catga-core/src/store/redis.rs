@@ -10,33 +10,29 @@
 use std::{sync::LazyLock, time::Duration};
 
 use async_trait::async_trait;
-use redis::{Script, aio::ConnectionManager};
+use redis::Script;
 use rust_decimal::Decimal;
 use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use super::{
     Applied, CancelApplied, Catalog, CommandApplier, Effect, OrderIntake, OrderQueries, Ping,
-    StoreError,
+    RedisConnection, StoreError,
 };
 use crate::{
     config::RedisSettings,
     contracts::{CancelOrder, PlaceOrder, redis_keys},
-    domain::{Order, OrderDraft, OrderId, Product},
+    domain::{Order, OrderDraft, OrderId, OrderStatus, Product},
 };
 
 /// How long the processed marker of a command is kept. Far longer than any
 /// redelivery can happen (JetStream gives up after `max_deliver` attempts).
 const PROCESSED_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Opens a self-healing Redis connection. It connects lazily and reconnects in
-/// the background, so a service starts (not ready) while Redis is away.
-pub fn connect(settings: &RedisSettings) -> Result<ConnectionManager, StoreError> {
-    let client = redis::Client::open(settings.connection_url())?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(settings.connect_timeout))
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_max_delay(Duration::from_secs(2));
-    Ok(client.get_connection_manager_lazy(config)?)
+/// Opens the Redis connection (one address or through Sentinel; see
+/// [`RedisConnection`]). It connects lazily and reconnects in the background,
+/// so a service starts while Redis is away.
+pub fn connect(settings: &RedisSettings) -> Result<RedisConnection, StoreError> {
+    Ok(RedisConnection::open(settings)?)
 }
 
 static CREATE_PENDING: LazyLock<Script> =
@@ -62,12 +58,17 @@ static PRODUCTS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("l
 /// The production store.
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConnection,
+    /// The same connection, answering writes only once replicas hold them.
+    replicated: RedisConnection,
 }
 
 impl RedisStore {
-    pub fn new(conn: ConnectionManager) -> Self {
-        Self { conn }
+    pub fn new(conn: RedisConnection) -> Self {
+        Self {
+            replicated: conn.replicated(),
+            conn,
+        }
     }
 }
 
@@ -201,7 +202,9 @@ impl Catalog for RedisStore {
                 .arg(product.unit_price.to_string())
                 .arg(product.stock);
         }
-        let _: i64 = invocation.invoke_async(&mut self.conn.clone()).await?;
+        let _: i64 = invocation
+            .invoke_async(&mut self.replicated.clone())
+            .await?;
         Ok(())
     }
 
@@ -235,7 +238,7 @@ impl Catalog for RedisStore {
             .ignore()
             .sadd(redis_keys::PRODUCT_IDS, &product.product_id)
             .ignore()
-            .query_async(&mut self.conn.clone())
+            .query_async(&mut self.replicated.clone())
             .await?;
         Ok(())
     }
@@ -245,6 +248,16 @@ impl Catalog for RedisStore {
 impl OrderIntake for RedisStore {
     #[tracing::instrument(skip_all, fields(otel.name = "redis create_pending", otel.kind = "client", db.system.name = "redis"))]
     async fn create_pending(&self, draft: &OrderDraft) -> Result<(), StoreError> {
+        // Indexed first, so an order whose command never gets published is
+        // found again (overdue_pending); the script's WAIT covers this write
+        // too (same connection, sent before it).
+        let _: i64 = redis::cmd("ZADD")
+            .arg(redis_keys::PENDING_ORDERS)
+            .arg("NX")
+            .arg(unix_millis(draft.created_at))
+            .arg(draft.order_id.to_string())
+            .query_async(&mut self.conn.clone())
+            .await?;
         let _: i64 = CREATE_PENDING
             .key(order_key(&draft.order_id))
             .key(redis_keys::ORDER_INDEX)
@@ -252,9 +265,17 @@ impl OrderIntake for RedisStore {
             .arg(draft_json(draft)?)
             .arg(now_rfc3339())
             .arg(draft.order_id.to_string())
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.replicated.clone())
             .await?;
         Ok(())
+    }
+
+    async fn overdue_pending(
+        &self,
+        created_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<OrderDraft>, StoreError> {
+        self.overdue_pending_orders(created_before, limit).await
     }
 
     #[tracing::instrument(skip_all, fields(otel.name = "redis discard_pending", otel.kind = "client", db.system.name = "redis"))]
@@ -269,10 +290,58 @@ impl OrderIntake for RedisStore {
             .key(redis_keys::ORDER_INDEX)
             .key(customer_index_key(&order.customer_id))
             .arg(order_id.to_string())
-            .invoke_async(&mut self.conn.clone())
+            .invoke_async(&mut self.replicated.clone())
             .await?;
         Ok(())
     }
+}
+
+impl RedisStore {
+    #[tracing::instrument(skip_all, fields(otel.name = "redis overdue_pending", otel.kind = "client", db.system.name = "redis"))]
+    async fn overdue_pending_orders(
+        &self,
+        created_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<Vec<OrderDraft>, StoreError> {
+        let ids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(redis_keys::PENDING_ORDERS)
+            .arg("-inf")
+            .arg(format!("({}", unix_millis(created_before)))
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let mut overdue = Vec::new();
+        for id in ids {
+            let fields: (Option<String>, Option<String>) = redis::cmd("HMGET")
+                .arg(format!("{}{id}", redis_keys::ORDER_PREFIX))
+                .arg(&["doc", "status"])
+                .query_async(&mut self.conn.clone())
+                .await?;
+            match fields {
+                (Some(doc), Some(status)) if status == OrderStatus::Pending.as_str() => {
+                    overdue.push(
+                        serde_json::from_str(&doc)
+                            .map_err(|err| StoreError::decode("an order document", err))?,
+                    );
+                }
+                // Final, or discarded: nothing to re-publish any more.
+                _ => {
+                    let _: i64 = redis::cmd("ZREM")
+                        .arg(redis_keys::PENDING_ORDERS)
+                        .arg(&id)
+                        .query_async(&mut self.conn.clone())
+                        .await?;
+                }
+            }
+        }
+        Ok(overdue)
+    }
+}
+
+fn unix_millis(at: OffsetDateTime) -> i64 {
+    i64::try_from(at.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
 #[async_trait]
@@ -356,7 +425,9 @@ impl CommandApplier for RedisStore {
                 .arg(&item.product_id)
                 .arg(item.quantity);
         }
-        let reply: (String, String) = invocation.invoke_async(&mut self.conn.clone()).await?;
+        let reply: (String, String) = invocation
+            .invoke_async(&mut self.replicated.clone())
+            .await?;
         applied_from_reply(reply)
     }
 
@@ -381,7 +452,9 @@ impl CommandApplier for RedisStore {
                 .key(product_key(&item.product_id))
                 .arg(item.quantity);
         }
-        let reply: (String, String) = invocation.invoke_async(&mut self.conn.clone()).await?;
+        let reply: (String, String) = invocation
+            .invoke_async(&mut self.replicated.clone())
+            .await?;
         if reply.0 == "missing" {
             return Ok(None);
         }

@@ -157,14 +157,10 @@ pub async fn create(
 /// 503; a command that did reach the stream despite the error recreates it.
 async fn place(state: &AppState, draft: &OrderDraft) -> Result<Order, ApiError> {
     state.store.create_pending(draft).await?;
-    let command = PlaceOrder {
-        command_id: format!("place:{}", draft.order_id),
-        order_id: draft.order_id,
-        customer_id: draft.customer_id.clone(),
-        items: draft.items.clone(),
-        total_amount: draft.total_amount,
-        created_at: draft.created_at,
-    };
+    // A crash here leaves a pending order whose command was never published:
+    // crate::pending re-publishes it.
+    fail::fail_point!("catga::after-pending", |_| std::process::abort());
+    let command = PlaceOrder::from_draft(draft);
     let published =
         publish_command(state, subjects::PLACE_ORDER, &command.command_id, &command).await;
     if let Err(err) = published {
