@@ -5,6 +5,7 @@
 //! binaries first.
 
 mod auth;
+mod edge;
 mod lifecycle;
 mod loadgen;
 mod messaging;

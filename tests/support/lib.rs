@@ -7,6 +7,7 @@
 #![allow(clippy::missing_panics_doc)]
 
 mod api;
+mod edge;
 mod jwks;
 mod otlp;
 mod process;
@@ -15,6 +16,7 @@ mod system;
 mod webhook;
 
 pub use api::*;
+pub use edge::*;
 pub use jwks::*;
 pub use otlp::*;
 pub use process::*;

@@ -288,6 +288,7 @@ impl OpsServer {
     /// connections' background tasks until `shutdown`.
     pub fn start(
         listener: TcpListener,
+        limits: crate::http::ServerLimits,
         connections: &Connections,
         spec: &ConsumerSpec,
         shutdown: &CancellationToken,
@@ -318,6 +319,7 @@ impl OpsServer {
             listener,
             ops_router(connections.health.clone(), service),
             stop.clone(),
+            limits,
         ));
         Self { server, stop }
     }

@@ -4,6 +4,8 @@ use catga_core::config::{
     CatgaSettings, CommonSettings, ConfigError, Env, NatsSettings, RedisSettings, keys,
 };
 
+use std::time::Duration;
+
 pub use crate::auth::JwtSecret;
 
 pub const DEFAULT_PORT: u16 = 8080;
@@ -46,6 +48,9 @@ pub struct Settings {
     /// `None` disables `PUT /api/products/{id}`.
     pub jwt_secret: Option<JwtSecret>,
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive; it is read before the
+    /// request takes one of the `max_concurrent_requests`.
+    pub body_timeout: Duration,
     /// API requests handled at once; more are refused with 503 at once.
     pub max_concurrent_requests: usize,
 }
@@ -62,6 +67,7 @@ impl Settings {
                 64 * 1024,
                 1024..=16 * 1024 * 1024,
             )?,
+            body_timeout: env.seconds_in(keys::HTTP_BODY_TIMEOUT_SECONDS, 10, 1..=300)?,
             max_concurrent_requests: env.number_in(
                 keys::HTTP_MAX_CONCURRENT_REQUESTS,
                 DEFAULT_MAX_CONCURRENT_REQUESTS,

@@ -105,13 +105,15 @@ pub async fn run(
         idempotency_ttl: settings.catga.idempotency_ttl,
         jwt_key,
         max_body_bytes: settings.max_body_bytes,
+        body_timeout: settings.body_timeout,
         max_concurrent_requests: settings.max_concurrent_requests,
     };
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "order-api listening");
     }
     let drain = service::drain_on(&shutdown, &health);
-    catga_core::http::serve(listener, app(state, health), drain)
+    let limits = settings.common.http_limits;
+    catga_core::http::serve(listener, app(state, health), drain, limits)
         .await
         .map_err(ServiceError::from)?;
     tracing::info!("order-api stopped");

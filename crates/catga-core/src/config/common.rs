@@ -4,11 +4,19 @@
 use std::time::Duration;
 
 use super::{ConfigError, Env, TraceExport, keys};
+use crate::http::ServerLimits;
+
+/// Connections one replica serves by default: far above the benchmark's 256
+/// clients, and at the 64 KiB read buffer plus a 64 KiB body each, within
+/// the pod's memory limit even when every one is held open by a slow client.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// Settings every service has.
 #[derive(Debug, Clone)]
 pub struct CommonSettings {
     pub http_port: u16,
+    /// Deadlines and the connection limit of the HTTP server.
+    pub http_limits: ServerLimits,
     pub service_name: String,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -59,6 +67,14 @@ impl CommonSettings {
         let traces = TraceExport::from_env(env, &mut warnings)?;
         Ok(Self {
             http_port: env.number_in(keys::HTTP_PORT, default_port, 1..=u16::MAX)?,
+            http_limits: ServerLimits {
+                header_timeout: env.seconds_in(keys::HTTP_HEADER_TIMEOUT_SECONDS, 10, 1..=300)?,
+                max_connections: env.number_in(
+                    keys::HTTP_MAX_CONNECTIONS,
+                    DEFAULT_MAX_CONNECTIONS,
+                    1..=100_000,
+                )?,
+            },
             service_name: env
                 .get_any(&[keys::OTEL_SERVICE_NAME, keys::OTEL_SERVICE_NAME_STD])
                 .unwrap_or(default_service_name)
@@ -136,6 +152,19 @@ mod tests {
                 .service_name,
             "Custom"
         );
+        for (setting, value) in [
+            ("Http__HeaderTimeoutSeconds", "0"),
+            ("Http__MaxConnections", "none"),
+        ] {
+            let err = CommonSettings::from_env(&Env::from_pairs([(setting, value)]), 1, "d")
+                .expect_err("invalid");
+            assert_eq!(err.setting, setting);
+        }
+        let limits = CommonSettings::from_env(&Env::default(), 1, "d")
+            .expect("valid")
+            .http_limits;
+        assert_eq!(limits.header_timeout, Duration::from_secs(10));
+        assert_eq!(limits.max_connections, DEFAULT_MAX_CONNECTIONS);
         let env = Env::from_pairs([("Logging__Format", "xml")]);
         assert_eq!(
             CommonSettings::from_env(&env, 1, "d")

@@ -20,6 +20,13 @@ pub const SHUTDOWN_GRACE_SECONDS: &str = "Catga__ShutdownGraceSeconds";
 pub const HTTP_PORT: &str = "Http__Port";
 pub const HTTP_MAX_BODY_BYTES: &str = "Http__MaxBodyBytes";
 pub const HTTP_MAX_CONCURRENT_REQUESTS: &str = "Http__MaxConcurrentRequests";
+/// Seconds a request's header may take to arrive; also how long a keep-alive
+/// connection may stay idle.
+pub const HTTP_HEADER_TIMEOUT_SECONDS: &str = "Http__HeaderTimeoutSeconds";
+/// Seconds a request's body may take to arrive (order-api).
+pub const HTTP_BODY_TIMEOUT_SECONDS: &str = "Http__BodyTimeoutSeconds";
+/// Connections one replica serves at once.
+pub const HTTP_MAX_CONNECTIONS: &str = "Http__MaxConnections";
 
 // Traces and logs.
 pub const OTEL_SERVICE_NAME: &str = "OpenTelemetry__ServiceName";

@@ -15,7 +15,7 @@ use catga_core::{
     contracts::headers,
     domain::{OrderId, OrderStatus, ValidationError},
     error::Chain,
-    http::Problem,
+    http::{BodyError, Problem},
     idempotency::IdempotencyError,
     messaging::MessagingError,
     store::StoreError,
@@ -37,6 +37,9 @@ pub enum ApiError {
     PayloadTooLarge(#[source] BytesRejection),
     #[error("cannot read the request body")]
     UnreadableBody(#[source] BytesRejection),
+    /// The body came too slowly, or broke off, before any handler ran.
+    #[error("request body")]
+    Body(#[from] BodyError),
     #[error("malformed JSON")]
     MalformedJson(#[source] serde_json::Error),
     #[error("the body does not match the schema")]
@@ -117,6 +120,17 @@ impl ApiError {
                 "Cannot read the request body",
             )
             .detail(rejection.body_text()),
+            ApiError::Body(err @ BodyError::TimedOut(_)) => Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "The request body came too slowly",
+            )
+            .detail(err.to_string()),
+            ApiError::Body(BodyError::Unreadable(_)) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "Cannot read the request body",
+            ),
             ApiError::MalformedJson(source) => {
                 Problem::new(StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON")
                     .detail(source.to_string())

@@ -15,9 +15,10 @@ use std::{sync::Arc, time::Duration};
 use axum::{
     Router,
     error_handling::HandleErrorLayer,
-    extract::DefaultBodyLimit,
+    extract::{DefaultBodyLimit, Request, State},
     http::StatusCode,
-    response::IntoResponse,
+    middleware::Next,
+    response::{IntoResponse, Response},
     routing::{get, post, put},
 };
 use catga_core::{
@@ -50,13 +51,15 @@ pub struct AppState {
     /// `None` disables catalog administration.
     pub jwt_key: Option<Arc<jsonwebtoken::DecodingKey>>,
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
     /// API requests handled at once (health and metrics are not counted).
     pub max_concurrent_requests: usize,
 }
 
 /// The order-api application: API, OpenAPI document, health and metrics.
 pub fn app(state: AppState, health: Health) -> Router {
-    let max_body_bytes = state.max_body_bytes;
+    let (max_body_bytes, body_timeout) = (state.max_body_bytes, state.body_timeout);
     // One limit for the whole API, shared by every route; an overload is
     // answered 503 at once (load shedding) rather than queued without bound.
     let admission = ServiceBuilder::new()
@@ -74,7 +77,13 @@ pub fn app(state: AppState, health: Health) -> Router {
         .route(docs::OPENAPI_PATH, get(openapi::document))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(admission);
+        .layer(admission)
+        // Outside the admission limit: a slow body is waited for without
+        // holding a permit, so slow clients cannot starve fast ones.
+        .layer(axum::middleware::from_fn_with_state(
+            (max_body_bytes, body_timeout),
+            read_body_first,
+        ));
     api.merge(docs::router())
         .merge(catga_core::health::router(health))
         .merge(telemetry::metrics_router())
@@ -92,6 +101,17 @@ pub fn app(state: AppState, health: Health) -> Router {
             ApiError::panicked(panic).into_response()
         }))
         .layer(telemetry::http_trace_layer())
+}
+
+/// Reads the whole body (within `Http__BodyTimeoutSeconds`) before the
+/// request goes on.
+async fn read_body_first(
+    State((max_body_bytes, body_timeout)): State<(usize, Duration)>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let request = catga_core::http::read_body_within(request, max_body_bytes, body_timeout).await?;
+    Ok(next.run(request).await)
 }
 
 /// More API requests in flight than `Http__MaxConcurrentRequests`. Counted

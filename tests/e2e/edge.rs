@@ -1,0 +1,187 @@
+//! The HTTP edge (issue 14): deadlines for headers and bodies, idle
+//! connections closed, a bounded number of connections, slow clients never
+//! starving fast ones. order-api runs embedded (no NATS, no Redis): the edge
+//! is the same in both modes.
+
+use std::{collections::HashMap, time::Duration};
+
+use catga_core::config::keys;
+use catga_tests::{Api, RawClient, Service};
+
+/// Deadlines short enough for a test, with generous margins in the checks.
+const HEADER_TIMEOUT_SECONDS: u64 = 2;
+const BODY_TIMEOUT_SECONDS: u64 = 2;
+/// What a busy 2-core machine may add to a deadline before we call it missed.
+const MARGIN: Duration = Duration::from_secs(8);
+
+async fn start_api(extra: &[(&str, &str)], logs: &tempfile::TempDir) -> Service {
+    let env: HashMap<String, String> = extra
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    Service::start("order-api", &env, logs.path()).await
+}
+
+#[tokio::test]
+async fn slow_headers_and_slow_bodies_are_cut_off_while_others_are_served() {
+    let logs = tempfile::TempDir::new().expect("dir");
+    let header_timeout = HEADER_TIMEOUT_SECONDS.to_string();
+    let body_timeout = BODY_TIMEOUT_SECONDS.to_string();
+    // Two permits only: were a slow body to hold one, the four below would
+    // leave the normal client nothing but 503s.
+    let api = start_api(
+        &[
+            (keys::HTTP_HEADER_TIMEOUT_SECONDS, &header_timeout),
+            (keys::HTTP_BODY_TIMEOUT_SECONDS, &body_timeout),
+            (keys::HTTP_MAX_CONCURRENT_REQUESTS, "2"),
+        ],
+        &logs,
+    )
+    .await;
+    let port = api.port;
+
+    let mut slow_header = RawClient::connect(port).await;
+    assert!(
+        slow_header
+            .send(b"GET /api/products HTTP/1.1\r\nHost: test\r\n")
+            .await
+    );
+    let slow_header = tokio::spawn(async move { slow_header.closed_within(MARGIN * 2).await });
+
+    let slow_bodies: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut client = RawClient::connect(port).await;
+                let head = "POST /api/orders HTTP/1.1\r\nHost: test\r\n\
+                            Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{";
+                assert!(client.send(head.as_bytes()).await);
+                // A byte every half second: never idle long, never done.
+                let trickle = async {
+                    while client.send(b" ").await {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                };
+                let answer = async {
+                    // The answer comes while the trickle goes on.
+                    tokio::time::sleep(Duration::from_secs(BODY_TIMEOUT_SECONDS) + MARGIN).await;
+                };
+                tokio::select! {
+                    () = trickle => {}
+                    () = answer => {}
+                }
+                client
+            })
+        })
+        .collect();
+
+    // Meanwhile a normal client keeps being answered.
+    let normal = Api::new(api.url(""));
+    let started = std::time::Instant::now();
+    let mut answered = 0;
+    while started.elapsed() < Duration::from_secs(BODY_TIMEOUT_SECONDS + 1) {
+        let reply = normal.get("/api/products").await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered > 0);
+
+    let closed_after = slow_header
+        .await
+        .expect("slow header task")
+        .expect("the slow-header connection was never closed");
+    assert!(
+        closed_after < Duration::from_secs(HEADER_TIMEOUT_SECONDS) + MARGIN,
+        "closed after {closed_after:?}"
+    );
+    for slow_body in slow_bodies {
+        let client = slow_body.await.expect("slow body task");
+        drop(client);
+    }
+    let log = api.process.logs();
+    assert!(
+        !log.contains("panicked"),
+        "order-api panicked on a slow client:\n{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_body_is_answered_408_within_its_deadline() {
+    let logs = tempfile::TempDir::new().expect("dir");
+    let body_timeout = BODY_TIMEOUT_SECONDS.to_string();
+    let api = start_api(&[(keys::HTTP_BODY_TIMEOUT_SECONDS, &body_timeout)], &logs).await;
+    let mut client = RawClient::connect(api.port).await;
+    let head = "POST /api/orders HTTP/1.1\r\nHost: test\r\n\
+                Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{";
+    assert!(client.send(head.as_bytes()).await);
+    let started = std::time::Instant::now();
+    let answer = client
+        .read_head(Duration::from_secs(BODY_TIMEOUT_SECONDS) + MARGIN)
+        .await
+        .expect("an answer to the slow body");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("content-type: application/problem+json"),
+        "{answer}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(BODY_TIMEOUT_SECONDS) + MARGIN);
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let logs = tempfile::TempDir::new().expect("dir");
+    let header_timeout = HEADER_TIMEOUT_SECONDS.to_string();
+    let api = start_api(
+        &[(keys::HTTP_HEADER_TIMEOUT_SECONDS, &header_timeout)],
+        &logs,
+    )
+    .await;
+    let mut client = RawClient::connect(api.port).await;
+    let head = client.get("/api/products").await.expect("an answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let closed_after = client
+        .closed_within(Duration::from_secs(HEADER_TIMEOUT_SECONDS) + MARGIN)
+        .await
+        .expect("the idle connection was never closed");
+    assert!(closed_after < Duration::from_secs(HEADER_TIMEOUT_SECONDS) + MARGIN);
+}
+
+#[tokio::test]
+async fn a_replica_serves_a_bounded_number_of_connections() {
+    let logs = tempfile::TempDir::new().expect("dir");
+    // Connections held open by the test outlive any pause of a busy machine.
+    let api = start_api(
+        &[
+            (keys::HTTP_MAX_CONNECTIONS, "4"),
+            (keys::HTTP_HEADER_TIMEOUT_SECONDS, "60"),
+        ],
+        &logs,
+    )
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut client = RawClient::connect(api.port).await;
+        let head = client.get("/api/products").await.expect("an answer");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        held.push(client);
+    }
+    let mut fifth = RawClient::connect(api.port).await;
+    assert!(
+        fifth
+            .send(b"GET /api/products HTTP/1.1\r\nHost: test\r\n\r\n")
+            .await
+    );
+    assert_eq!(
+        fifth.read_head(Duration::from_secs(1)).await,
+        None,
+        "a fifth connection was served beside four"
+    );
+    drop(held.pop());
+    let head = fifth
+        .read_head(Duration::from_secs(20))
+        .await
+        .expect("the fifth connection served once one closed");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
