@@ -6,7 +6,7 @@
 use std::{collections::HashMap, time::Duration};
 
 use catga_core::config::keys;
-use catga_tests::{Api, RawClient, Service};
+use catga_tests::{Api, JWT_SECRET, RawClient, Reply, Service, customer_token};
 
 /// Deadlines short enough for a test, with generous margins in the checks.
 const HEADER_TIMEOUT_SECONDS: u64 = 2;
@@ -184,4 +184,69 @@ async fn a_replica_serves_a_bounded_number_of_connections() {
         .await
         .expect("the fifth connection served once one closed");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+}
+
+/// Sends `count` requests as `headers`; the statuses and the last 429.
+async fn flood(api: &Api, headers: &[(&str, &str)], count: usize) -> (Vec<u16>, Option<Reply>) {
+    let mut statuses = Vec::new();
+    let mut refused = None;
+    for _ in 0..count {
+        let reply = api
+            .send(reqwest::Method::GET, "/api/products", headers, None)
+            .await;
+        statuses.push(reply.status);
+        if reply.status == 429 {
+            refused = Some(reply);
+        }
+    }
+    (statuses, refused)
+}
+
+#[tokio::test]
+async fn a_flood_from_one_caller_gets_429_and_others_are_unaffected() {
+    let logs = tempfile::TempDir::new().expect("dir");
+    // One request a second with a burst of five: thirty requests in a row
+    // are over it however slow the machine.
+    let api = start_api(
+        &[
+            (keys::HTTP_RATE_LIMIT_PER_SECOND, "1"),
+            (keys::HTTP_RATE_LIMIT_BURST, "5"),
+            (keys::HTTP_TRUST_FORWARDED_FOR, "true"),
+        ],
+        &logs,
+    )
+    .await;
+    let client = Api::new(api.url(""));
+    let bearer = |subject: &str| format!("Bearer {}", customer_token(JWT_SECRET, subject));
+    let (flooder, other) = (bearer("c-flood"), bearer("c-other"));
+
+    let (statuses, refused) = flood(&client, &[("authorization", &flooder)], 30).await;
+    assert!(statuses[..5].iter().all(|s| *s == 200), "{statuses:?}");
+    let refused = refused.unwrap_or_else(|| panic!("no 429 in {statuses:?}"));
+    assert_eq!(refused.content_type(), "application/problem+json");
+    assert_eq!(refused.body["status"], 429);
+    let retry_after: u64 = refused
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in whole seconds");
+    assert!((1..=2).contains(&retry_after), "Retry-After {retry_after}");
+
+    // Another token's caller, and callers known by address, are unaffected.
+    let (statuses, _) = flood(&client, &[("authorization", &other)], 5).await;
+    assert_eq!(statuses, [200; 5]);
+    let (statuses, _) = flood(&client, &[("x-forwarded-for", "203.0.113.7")], 5).await;
+    assert_eq!(statuses, [200; 5]);
+    // An address flood is refused like a token's, and a forged first entry
+    // does not make a new caller: the proxy's (last) entry counts.
+    let (statuses, _) = flood(&client, &[("x-forwarded-for", "198.51.100.9")], 30).await;
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let (statuses, _) = flood(
+        &client,
+        &[("x-forwarded-for", "192.0.2.1, 198.51.100.9")],
+        3,
+    )
+    .await;
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // Probes are not rate limited.
+    assert_eq!(client.get("/health/live").await.status, 200);
 }

@@ -87,3 +87,14 @@ impl RawClient {
         }
     }
 }
+
+/// An HS256 customer token for `subject`, valid for an hour.
+pub fn customer_token(secret: &str, subject: &str) -> String {
+    let exp = time::OffsetDateTime::now_utc().unix_timestamp() + 3600;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &serde_json::json!({"sub": subject, "exp": exp}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).expect("key"),
+    )
+    .expect("token")
+}

@@ -107,6 +107,7 @@ pub async fn run(
         max_body_bytes: settings.max_body_bytes,
         body_timeout: settings.body_timeout,
         max_concurrent_requests: settings.max_concurrent_requests,
+        rate_limit: http::RateLimit::new(settings.rate_limit),
     };
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "order-api listening");

@@ -25,6 +25,12 @@ pub const HTTP_MAX_CONCURRENT_REQUESTS: &str = "Http__MaxConcurrentRequests";
 pub const HTTP_HEADER_TIMEOUT_SECONDS: &str = "Http__HeaderTimeoutSeconds";
 /// Seconds a request's body may take to arrive (order-api).
 pub const HTTP_BODY_TIMEOUT_SECONDS: &str = "Http__BodyTimeoutSeconds";
+/// Requests per second per caller (order-api); `0` turns the limit off.
+pub const HTTP_RATE_LIMIT_PER_SECOND: &str = "Http__RateLimitPerSecond";
+/// Requests a caller may send at once beyond its rate.
+pub const HTTP_RATE_LIMIT_BURST: &str = "Http__RateLimitBurst";
+/// `true` behind a proxy that appends the client to `X-Forwarded-For`.
+pub const HTTP_TRUST_FORWARDED_FOR: &str = "Http__TrustForwardedFor";
 /// Connections one replica serves at once.
 pub const HTTP_MAX_CONNECTIONS: &str = "Http__MaxConnections";
 

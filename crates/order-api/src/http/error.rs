@@ -81,6 +81,10 @@ pub enum ApiError {
     #[error("method not allowed")]
     MethodNotAllowed,
 
+    /// The caller is over `Http__RateLimitPerSecond`; it may come back after `wait`.
+    #[error("rate limit exceeded; retry in {wait:?}")]
+    RateLimited { wait: Duration },
+
     // We cannot answer now (503) or at all (500).
     #[error("too many requests in flight")]
     Overloaded,
@@ -216,6 +220,14 @@ impl ApiError {
                 "method-not-allowed",
                 "Method not allowed on this resource",
             ),
+            ApiError::RateLimited { wait } => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-requests",
+                "Too many requests",
+            )
+            .detail("this caller is over its request rate; retry after the time given")
+            // Whole seconds, rounded up: never `0`, which would invite an immediate retry.
+            .retry_after(u32::try_from(wait.as_millis().div_ceil(1000).max(1)).unwrap_or(u32::MAX)),
             ApiError::Overloaded => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
@@ -318,6 +330,20 @@ mod tests {
                 Some("2"),
             ),
             (ApiError::Overloaded, 503, Some("1")),
+            (
+                ApiError::RateLimited {
+                    wait: Duration::from_millis(1200),
+                },
+                429,
+                Some("2"),
+            ),
+            (
+                ApiError::RateLimited {
+                    wait: Duration::from_millis(3),
+                },
+                429,
+                Some("1"),
+            ),
             (ApiError::RequestInFlight, 409, Some("1")),
             (ApiError::IdempotencyKeyReused, 422, None),
             (ApiError::Panicked("boom".to_owned()), 500, None),

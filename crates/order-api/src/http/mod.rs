@@ -9,6 +9,7 @@ mod idempotency;
 pub mod openapi;
 mod orders;
 mod products;
+mod rate_limit;
 
 use std::{sync::Arc, time::Duration};
 
@@ -32,6 +33,7 @@ pub(crate) use error::unavailable;
 pub use error::{ApiError, RETRY_AFTER_SECONDS};
 pub use orders::{CreateOrderRequest, OrderItemRequest, OrderPage};
 pub use products::{AdminClaims, ProductUpsert};
+pub use rate_limit::{RateLimit, RateLimitSettings};
 
 /// Longest any request may take; the answer is then 503 with `Retry-After`.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,11 +57,14 @@ pub struct AppState {
     pub body_timeout: Duration,
     /// API requests handled at once (health and metrics are not counted).
     pub max_concurrent_requests: usize,
+    /// Requests per caller; `None` when off.
+    pub rate_limit: Option<Arc<RateLimit>>,
 }
 
 /// The order-api application: API, OpenAPI document, health and metrics.
 pub fn app(state: AppState, health: Health) -> Router {
     let (max_body_bytes, body_timeout) = (state.max_body_bytes, state.body_timeout);
+    let rate_limit = state.rate_limit.clone();
     // One limit for the whole API, shared by every route; an overload is
     // answered 503 at once (load shedding) rather than queued without bound.
     let admission = ServiceBuilder::new()
@@ -84,6 +89,14 @@ pub fn app(state: AppState, health: Health) -> Router {
             (max_body_bytes, body_timeout),
             read_body_first,
         ));
+    // Outermost: a flood is refused before its bodies are read.
+    let api = match rate_limit {
+        Some(limit) => api.layer(axum::middleware::from_fn_with_state(
+            limit,
+            rate_limit::limit_per_caller,
+        )),
+        None => api,
+    };
     api.merge(docs::router())
         .merge(catga_core::health::router(health))
         .merge(telemetry::metrics_router())

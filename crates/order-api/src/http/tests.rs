@@ -49,6 +49,7 @@ async fn test_state(idempotency: bool, jwt: bool) -> AppState {
         }),
         max_body_bytes: 4096,
         body_timeout: Duration::from_secs(10),
+        rate_limit: None,
         max_concurrent_requests: 64,
     }
 }
