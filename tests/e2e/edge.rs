@@ -250,3 +250,55 @@ async fn a_flood_from_one_caller_gets_429_and_others_are_unaffected() {
     // Probes are not rate limited.
     assert_eq!(client.get("/health/live").await.status, 200);
 }
+
+/// The series of a `/metrics` text: every sample line without its value.
+fn series(text: &str) -> std::collections::BTreeSet<String> {
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| line.rsplit_once(' ').map(|(series, _)| series.to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn invented_methods_and_paths_do_not_grow_metrics() {
+    let logs = tempfile::TempDir::new().expect("dir");
+    let api = start_api(&[], &logs).await;
+    let client = Api::new(api.url(""));
+    let hostile = |i: usize| {
+        let method = reqwest::Method::from_bytes(format!("BREW{i}").as_bytes()).expect("method");
+        let path = match i % 3 {
+            0 => format!("/invented/{i}/path"),
+            1 => format!("/api/orders/{i}"),
+            _ => "/api/orders".to_owned(),
+        };
+        (method, path)
+    };
+    let send = |i: usize| {
+        let client = client.clone();
+        async move {
+            let (method, path) = hostile(i);
+            let reply = client.send(method, &path, &[], None).await;
+            assert!([404, 405].contains(&reply.status), "{reply:?}");
+            let reply = client.get(&format!("/unknown-{i}")).await;
+            assert_eq!(reply.status, 404);
+        }
+    };
+    // Every kind of hostile request once, and a scrape, so their series exist.
+    for i in 0..3 {
+        send(i).await;
+    }
+    client.get("/metrics").await;
+    let before = api.metrics_text().await;
+    for i in 3..1003 {
+        send(i).await;
+    }
+    let after = api.metrics_text().await;
+    let (before_series, after_series) = (series(&before), series(&after));
+    let added: Vec<_> = after_series.difference(&before_series).collect();
+    assert!(added.is_empty(), "new series: {added:#?}");
+    assert_eq!(before.lines().count(), after.lines().count());
+    assert!(
+        after.contains(r#"operation="OTHER unmatched""#),
+        "invented methods are counted as OTHER:\n{after}"
+    );
+}

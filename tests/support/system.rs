@@ -74,14 +74,19 @@ impl Service {
         panic!("{name} not ready after {within:?}; its log:\n{}", logs());
     }
 
-    /// The value of a Prometheus series line starting with `prefix`, summed.
-    pub async fn metric_sum(&self, prefix: &str) -> f64 {
-        let text = reqwest::get(self.url("/metrics"))
+    /// The service's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(self.url("/metrics"))
             .await
             .expect("metrics")
             .text()
             .await
-            .expect("metrics text");
+            .expect("metrics text")
+    }
+
+    /// The value of a Prometheus series line starting with `prefix`, summed.
+    pub async fn metric_sum(&self, prefix: &str) -> f64 {
+        let text = self.metrics_text().await;
         text.lines()
             .filter(|line| line.starts_with(prefix))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
