@@ -248,7 +248,7 @@ async fn a_flood_from_one_caller_gets_429_and_others_are_unaffected() {
     .await;
     assert!(statuses.contains(&429), "{statuses:?}");
     // Probes are not rate limited.
-    assert_eq!(client.get("/health/live").await.status, 200);
+    assert_eq!(api.ops().get("/health/live").await.status, 200);
 }
 
 /// The series of a `/metrics` text: every sample line without its value.
@@ -287,7 +287,7 @@ async fn invented_methods_and_paths_do_not_grow_metrics() {
     for i in 0..3 {
         send(i).await;
     }
-    client.get("/metrics").await;
+    api.metrics_text().await;
     let before = api.metrics_text().await;
     for i in 3..1003 {
         send(i).await;
@@ -301,4 +301,23 @@ async fn invented_methods_and_paths_do_not_grow_metrics() {
         after.contains(r#"operation="OTHER unmatched""#),
         "invented methods are counted as OTHER:\n{after}"
     );
+}
+
+#[tokio::test]
+async fn health_and_metrics_are_off_the_public_port() {
+    let logs = tempfile::TempDir::new().expect("dir");
+    let api = start_api(&[], &logs).await;
+    let public = Api::new(api.url(""));
+    for path in ["/metrics", "/health", "/health/live", "/health/ready"] {
+        assert_eq!(
+            public.get(path).await.status,
+            404,
+            "{path} on the public port"
+        );
+        assert_eq!(
+            api.ops().get(path).await.status,
+            200,
+            "{path} on the ops port"
+        );
+    }
 }

@@ -9,13 +9,14 @@ use catga_tests::{Api, Service, System, binary, eventually, free_port};
 async fn redis_outage_is_survived_without_a_restart() {
     let system = System::start().await;
     let api = system.client();
+    let ops = system.api.ops();
     system.redis.0.process.kill();
 
     let not_ready = eventually(
         "order-api to report not ready",
         Duration::from_secs(10),
         || async {
-            let reply = api.get("/health/ready").await;
+            let reply = ops.get("/health/ready").await;
             (reply.status == 503).then_some(reply)
         },
     )
@@ -27,7 +28,7 @@ async fn redis_outage_is_survived_without_a_restart() {
         "{:?}",
         not_ready.body
     );
-    assert_eq!(api.get("/health/live").await.status, 200);
+    assert_eq!(ops.get("/health/live").await.status, 200);
 
     let refused = api.place("c-outage", &[("PROD-001", 1)]).await;
     assert_eq!(refused.status, 503, "{:?}", refused.body);
@@ -51,11 +52,12 @@ async fn redis_outage_is_survived_without_a_restart() {
 async fn nats_restart_is_survived_without_a_restart() {
     let system = System::start().await;
     let api = system.client();
+    let ops = system.api.ops();
     system.nats.0.process.kill();
     eventually(
         "order-api to report not ready",
         Duration::from_secs(10),
-        || async { (api.get("/health/ready").await.status == 503).then_some(()) },
+        || async { (ops.get("/health/ready").await.status == 503).then_some(()) },
     )
     .await;
     let asked = std::time::Instant::now();
@@ -151,7 +153,11 @@ async fn bad_configuration_stops_start_up_with_one_line() {
 async fn embedded_mode_runs_the_whole_flow_in_one_process() {
     let logs = tempfile::TempDir::new().expect("dir");
     let port = free_port();
-    let env: HashMap<String, String> = [("Http__Port".to_owned(), port.to_string())].into();
+    let env: HashMap<String, String> = [
+        ("Http__Port".to_owned(), port.to_string()),
+        ("Http__OpsPort".to_owned(), free_port().to_string()),
+    ]
+    .into();
     let process = catga_tests::Process::spawn(
         "embedded",
         binary("order-api"),

@@ -564,7 +564,7 @@ async fn prometheus_scrapes_the_services_and_the_guide_queries_return_data() {
     let targets: Vec<Value> = std::iter::once(&system.api)
         .chain(&system.order_services)
         .chain(std::iter::once(&system.notifications))
-        .map(|s| json!({"targets": [format!("127.0.0.1:{}", s.port)], "labels": {"app": s.name}}))
+        .map(|s| json!({"targets": [format!("127.0.0.1:{}", s.ops_port)], "labels": {"app": s.name}}))
         .collect();
     let config = json!({
         "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},

@@ -72,8 +72,9 @@ pub fn drain_on(shutdown: &CancellationToken, health: &Health) -> CancellationTo
     shutdown.clone()
 }
 
-/// Health and metrics endpoints: all the HTTP a consumer service serves.
-fn ops_router(health: Health, service: &'static str) -> Router {
+/// Health and metrics endpoints: all the HTTP a consumer service serves, and
+/// what order-api serves on its ops port.
+pub fn ops_router(health: Health, service: &'static str) -> Router {
     crate::health::router(health)
         .merge(telemetry::metrics_router())
         .layer(axum::middleware::from_fn_with_state(
@@ -356,7 +357,7 @@ where
     };
     let port = common(&settings).http_port;
     if std::env::args().nth(1).as_deref() == Some("healthcheck") {
-        return healthcheck(port).await;
+        return healthcheck(common(&settings).health_port()).await;
     }
     let _telemetry = telemetry::init(common(&settings));
     let _failpoints = crate::failpoints();

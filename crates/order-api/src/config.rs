@@ -9,6 +9,9 @@ use std::{num::NonZeroU32, time::Duration};
 pub use crate::{auth::JwtSecret, http::RateLimitSettings};
 
 pub const DEFAULT_PORT: u16 = 8080;
+/// `/health/*` and `/metrics`: reached by the kubelet and Prometheus on the
+/// pod, never through the LoadBalancer (which forwards 80 to 8080 only).
+pub const DEFAULT_OPS_PORT: u16 = 8090;
 /// The service name the deployment guide looks for in Jaeger.
 pub const DEFAULT_SERVICE_NAME: &str = "OrderApi";
 
@@ -95,7 +98,8 @@ impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let jwt_secret = JwtSecret::from_env(env)?;
         Ok(Self {
-            common: CommonSettings::from_env(env, DEFAULT_PORT, DEFAULT_SERVICE_NAME)?,
+            common: CommonSettings::from_env(env, DEFAULT_PORT, DEFAULT_SERVICE_NAME)?
+                .with_ops_port(env, DEFAULT_OPS_PORT)?,
             catga: CatgaSettings::from_env(env)?,
             jwt_secret,
             max_body_bytes: env.number_in(

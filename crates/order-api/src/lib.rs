@@ -27,7 +27,7 @@ use catga_core::{
 use tokio::net::TcpListener;
 
 pub use config::{Distributed, Settings};
-pub use http::{AppState, app};
+pub use http::{AppState, app, ops_app};
 
 /// A failure that stops the service.
 #[derive(Debug, thiserror::Error)]
@@ -79,13 +79,22 @@ impl Backends {
 }
 
 /// Serves order-api on `listener`, on `backends`, until `shutdown`; requests
-/// in flight are finished first.
+/// in flight are finished first. The probes and `/metrics` are served on
+/// `Http__OpsPort` until then too.
 pub async fn run(
     settings: Settings,
     backends: Backends,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    let ops_listener = match settings.common.ops_port {
+        Some(port) => Some(
+            TcpListener::bind(("0.0.0.0", port))
+                .await
+                .map_err(ServiceError::from)?,
+        ),
+        None => None,
+    };
     let jwt_key = settings
         .jwt_secret
         .as_ref()
@@ -114,9 +123,30 @@ pub async fn run(
     }
     let drain = service::drain_on(&shutdown, &health);
     let limits = settings.common.http_limits;
-    catga_core::http::serve(listener, app(state, health), drain, limits)
-        .await
-        .map_err(ServiceError::from)?;
+    // The ops server stops after the API: probes answer (503) while it drains.
+    let ops_stop = CancellationToken::new();
+    let ops = ops_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "health and metrics listening");
+        }
+        tokio::spawn(catga_core::http::serve(
+            listener,
+            ops_app(health.clone()),
+            ops_stop.clone(),
+            limits,
+        ))
+    });
+    let served = catga_core::http::serve(listener, app(state), drain, limits).await;
+    ops_stop.cancel();
+    if let Some(ops) = ops {
+        ops.await
+            .map_err(|source| ServiceError::Task {
+                task: "ops server",
+                source,
+            })?
+            .map_err(ServiceError::from)?;
+    }
+    served.map_err(ServiceError::from)?;
     tracing::info!("order-api stopped");
     Ok(())
 }

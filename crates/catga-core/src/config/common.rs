@@ -15,6 +15,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct CommonSettings {
     pub http_port: u16,
+    /// Where `/health/*` and `/metrics` are served when not on `http_port`
+    /// (order-api's ops port: its public port is behind the LoadBalancer).
+    pub ops_port: Option<u16>,
     /// Deadlines and the connection limit of the HTTP server.
     pub http_limits: ServerLimits,
     pub service_name: String,
@@ -67,6 +70,7 @@ impl CommonSettings {
         let traces = TraceExport::from_env(env, &mut warnings)?;
         Ok(Self {
             http_port: env.number_in(keys::HTTP_PORT, default_port, 1..=u16::MAX)?,
+            ops_port: None,
             http_limits: ServerLimits {
                 header_timeout: env.seconds_in(keys::HTTP_HEADER_TIMEOUT_SECONDS, 10, 1..=300)?,
                 max_connections: env.number_in(
@@ -85,6 +89,27 @@ impl CommonSettings {
             traces,
             warnings,
         })
+    }
+}
+
+impl CommonSettings {
+    /// Serves `/health/*` and `/metrics` on `Http__OpsPort` (default
+    /// `default_ops_port`), which must differ from `Http__Port`.
+    pub fn with_ops_port(mut self, env: &Env, default_ops_port: u16) -> Result<Self, ConfigError> {
+        let ops_port = env.number_in(keys::HTTP_OPS_PORT, default_ops_port, 1..=u16::MAX)?;
+        if ops_port == self.http_port {
+            return Err(ConfigError::new(
+                keys::HTTP_OPS_PORT,
+                format!("{ops_port} is also {}", keys::HTTP_PORT),
+            ));
+        }
+        self.ops_port = Some(ops_port);
+        Ok(self)
+    }
+
+    /// The port answering `/health/ready` (for the `healthcheck` subcommand).
+    pub fn health_port(&self) -> u16 {
+        self.ops_port.unwrap_or(self.http_port)
     }
 }
 

@@ -18,6 +18,8 @@ pub const SHUTDOWN_GRACE_SECONDS: &str = "Catga__ShutdownGraceSeconds";
 
 // HTTP.
 pub const HTTP_PORT: &str = "Http__Port";
+/// order-api's port for `/health/*` and `/metrics`, apart from the public API.
+pub const HTTP_OPS_PORT: &str = "Http__OpsPort";
 pub const HTTP_MAX_BODY_BYTES: &str = "Http__MaxBodyBytes";
 pub const HTTP_MAX_CONCURRENT_REQUESTS: &str = "Http__MaxConcurrentRequests";
 /// Seconds a request's header may take to arrive; also how long a keep-alive

@@ -61,8 +61,9 @@ pub struct AppState {
     pub rate_limit: Option<Arc<RateLimit>>,
 }
 
-/// The order-api application: API, OpenAPI document, health and metrics.
-pub fn app(state: AppState, health: Health) -> Router {
+/// The public order-api application: the API and its OpenAPI document. The
+/// probes and `/metrics` are on [`ops_app`], served on another port.
+pub fn app(state: AppState) -> Router {
     let (max_body_bytes, body_timeout) = (state.max_body_bytes, state.body_timeout);
     let rate_limit = state.rate_limit.clone();
     // One limit for the whole API, shared by every route; an overload is
@@ -98,8 +99,6 @@ pub fn app(state: AppState, health: Health) -> Router {
         None => api,
     };
     api.merge(docs::router())
-        .merge(catga_core::health::router(health))
-        .merge(telemetry::metrics_router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -125,6 +124,12 @@ async fn read_body_first(
 ) -> Result<Response, ApiError> {
     let request = catga_core::http::read_body_within(request, max_body_bytes, body_timeout).await?;
     Ok(next.run(request).await)
+}
+
+/// `/health/*` (with each dependency's state) and `/metrics`, for the kubelet
+/// and Prometheus on `Http__OpsPort`: not reachable through the LoadBalancer.
+pub fn ops_app(health: Health) -> Router {
+    catga_core::service::ops_router(health, services::ORDER_API)
 }
 
 /// More API requests in flight than `Http__MaxConcurrentRequests`. Counted
