@@ -10,5 +10,6 @@ mod lifecycle;
 mod loadgen;
 mod messaging;
 mod orders;
+mod secrets;
 mod tracing;
 mod validation;

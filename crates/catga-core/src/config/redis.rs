@@ -71,7 +71,7 @@ impl RedisSettings {
             "" => 0,
             db => db
                 .parse()
-                .map_err(|_| err(format!("database {db:?} is not a number")))?,
+                .map_err(|_| err("the database (URL path) is not a number".to_owned()))?,
         };
         let decode = |s: &str| {
             percent_encoding::percent_decode_str(s)
@@ -106,7 +106,7 @@ impl RedisSettings {
             Some((host, port)) => (
                 host,
                 port.parse::<u16>()
-                    .map_err(|_| err(format!("port {port:?} is not a number")))?,
+                    .map_err(|_| err("the port (after host:) is not a number".to_owned()))?,
             ),
             None => (endpoint, 6379),
         };
@@ -122,10 +122,13 @@ impl RedisSettings {
             tls: false,
             connect_timeout: Duration::from_secs(5),
         };
-        for option in parts {
+        // Options are named by position, never quoted: a password holding a
+        // comma makes its second half look like an option.
+        for (index, option) in parts.enumerate() {
+            let position = index + 2;
             let (name, value) = option.split_once('=').ok_or_else(|| {
                 err(format!(
-                    "option {option:?} is not name=value (only one endpoint is supported)"
+                    "part {position} is not name=value (only one endpoint is supported)"
                 ))
             })?;
             match name.trim().to_ascii_lowercase().as_str() {
@@ -133,23 +136,30 @@ impl RedisSettings {
                 "user" => settings.username = Some(value.to_owned()),
                 "ssl" => {
                     settings.tls = parse_bool(value)
-                        .ok_or_else(|| err(format!("ssl={value:?} is not true or false")))?
+                        .ok_or_else(|| err(format!("ssl (part {position}) is not true or false")))?
                 }
                 "defaultdatabase" => {
-                    settings.database = value
-                        .parse()
-                        .map_err(|_| err(format!("defaultDatabase={value:?} is not a number")))?
+                    settings.database = value.parse().map_err(|_| {
+                        err(format!("defaultDatabase (part {position}) is not a number"))
+                    })?
                 }
                 "connecttimeout" => {
                     let ms: u64 = value.parse().map_err(|_| {
-                        err(format!("connectTimeout={value:?} is not milliseconds"))
+                        err(format!(
+                            "connectTimeout (part {position}) is not milliseconds"
+                        ))
                     })?;
                     settings.connect_timeout = Duration::from_millis(ms);
                 }
                 // Accepted for compatibility with the .NET client's strings; our
                 // client always retries in the background, never aborts.
                 "abortconnect" | "connectretry" | "synctimeout" | "asynctimeout" | "keepalive" => {}
-                other => return Err(err(format!("unknown option {other:?}"))),
+                _ => {
+                    return Err(err(format!(
+                        "part {position} is not an option of ours (password, user, ssl, \
+                         defaultDatabase, connectTimeout, abortConnect, …)"
+                    )));
+                }
             }
         }
         Ok(settings)
