@@ -205,8 +205,11 @@ pub async fn read_body_within(
     deadline: Duration,
 ) -> Result<Request, BodyError> {
     let (parts, body) = request.into_parts();
+    // Sized from Content-Length up front: growing by doubling would hold up
+    // to twice the body per slow client.
+    let announced = usize::try_from(hyper::body::Body::size_hint(&body).lower()).unwrap_or(0);
+    let mut buffered = BytesMut::with_capacity(announced.min(max_bytes.saturating_add(1)));
     let mut body = body.into_data_stream();
-    let mut buffered = BytesMut::new();
     let read = async {
         while let Some(chunk) = body.next().await {
             buffered.extend_from_slice(&chunk.map_err(BodyError::Unreadable)?);
