@@ -110,6 +110,8 @@ wait_http() {  # wait_http URL SECONDS -> 0 when 200 within the time
 }
 
 declare -A PORT=([order-api]=8080 [order-service]=8081 [notification-service]=8082)
+# Where /health and /metrics answer: order-api's ops port (Http__OpsPort), else the same port.
+declare -A OPS_PORT=([order-api]=8090 [order-service]=8081 [notification-service]=8082)
 # Long-running services (health endpoint, HEALTHCHECK, ports) and batch tools.
 SERVICES=(order-api order-service notification-service)
 TOOLS=(loadgen)
@@ -193,8 +195,10 @@ for svc in "${SERVICES[@]}"; do
     name="$PROJECT-$svc-solo"
     STANDALONE+=("$name")
     hport="$(free_port)"
+    ops_args=(); [[ ${OPS_PORT[$svc]} != "$port" ]] && ops_args=(-p "127.0.0.1:$(free_port):${OPS_PORT[$svc]}")
     docker run -d --name "$name" --read-only --cap-drop ALL --security-opt no-new-privileges \
-        -p "127.0.0.1:$hport:$port" "$image" >/dev/null
+        -p "127.0.0.1:$hport:$port" "${ops_args[@]}" "$image" >/dev/null
+    hport="$(docker port "$name" "${OPS_PORT[$svc]}/tcp" | head -n1 | sed 's/.*://')"
     check "$svc: answers /health with a read-only root filesystem" wait_http "http://127.0.0.1:$hport/health" 20
     check "$svc: container root filesystem is read-only" \
         test "$(docker inspect -f '{{.HostConfig.ReadonlyRootfs}}' "$name")" = true
@@ -287,7 +291,7 @@ compose up -d --no-build >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log"; fail "com
 # images that cannot be made here).
 compose --profile observability up -d --no-build --no-deps prometheus >>"$WORK/up.log" 2>&1 \
     || { tail -n 20 "$WORK/up.log"; fail "compose up prometheus"; }
-check "order-api is ready through the published port" wait_http "$API/health/ready" 120
+check "order-api answers through the published port" wait_http "$API/api/products" 120
 UP_SECONDS=$((SECONDS - t))
 
 all_healthy() {
@@ -365,7 +369,7 @@ for svc in "${SERVICES[@]}"; do
     mapfile -t envs < <(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$src" | grep -E '__|REDIS_PASSWORD' )
     env_args=(); for e in "${envs[@]}"; do [[ -n "$e" ]] && env_args+=(-e "$e"); done
     docker create --name "$twin" --network "$NETWORK" --read-only --cap-drop ALL \
-        "${env_args[@]}" -p "127.0.0.1:$hport:${PORT[$svc]}" "catga/$svc:$VERSION" >/dev/null
+        "${env_args[@]}" -p "127.0.0.1:$hport:${OPS_PORT[$svc]}" "catga/$svc:$VERSION" >/dev/null
     best="" bestp=""
     for run in 1 2 3; do
         if out="$(measure_ready "$twin" "http://127.0.0.1:$hport/health/ready")"; then

@@ -6,11 +6,11 @@ use std::{collections::HashMap, time::Duration};
 use catga_tests::{Api, Service, System, binary, eventually, free_port};
 
 /// order-api's readiness does not wait for its dependencies: `/health` does.
-async fn wait_dependencies_up(api: &Api) {
+async fn wait_dependencies_up(ops: &Api) {
     eventually(
         "order-api to report its dependencies up",
         Duration::from_secs(30),
-        || async { (api.get("/health").await.body["status"] == "ok").then_some(()) },
+        || async { (ops.get("/health").await.body["status"] == "ok").then_some(()) },
     )
     .await;
 }
@@ -19,6 +19,7 @@ async fn wait_dependencies_up(api: &Api) {
 async fn redis_outage_is_survived_without_a_restart() {
     let system = System::start().await;
     let api = system.client();
+    let ops = system.api.ops();
     system.redis.0.process.kill();
 
     // Readiness follows the process, not its dependencies (issue 12): the
@@ -27,7 +28,7 @@ async fn redis_outage_is_survived_without_a_restart() {
         "order-api to report Redis down",
         Duration::from_secs(10),
         || async {
-            let reply = api.get("/health").await;
+            let reply = ops.get("/health").await;
             (reply.body["status"] == "degraded").then_some(reply)
         },
     )
@@ -39,8 +40,8 @@ async fn redis_outage_is_survived_without_a_restart() {
         "{:?}",
         degraded.body
     );
-    assert_eq!(api.get("/health/ready").await.status, 200);
-    assert_eq!(api.get("/health/live").await.status, 200);
+    assert_eq!(ops.get("/health/ready").await.status, 200);
+    assert_eq!(ops.get("/health/live").await.status, 200);
 
     let refused = api.place("c-outage", &[("PROD-001", 1)]).await;
     assert_eq!(refused.status, 503, "{:?}", refused.body);
@@ -54,7 +55,7 @@ async fn redis_outage_is_survived_without_a_restart() {
     {
         service.wait_ready(Duration::from_secs(20)).await;
     }
-    wait_dependencies_up(&api).await;
+    wait_dependencies_up(&ops).await;
     let reply = api.place("c-after", &[("PROD-001", 1)]).await;
     assert_eq!(reply.status, 202, "{:?}", reply.body);
     let order_id = reply.body["orderId"].as_str().expect("id").to_owned();
@@ -69,15 +70,16 @@ async fn nats_restart_is_survived_without_a_restart() {
     assert_eq!(placed.status, 202, "{:?}", placed.body);
     let placed_id = placed.body["orderId"].as_str().expect("id").to_owned();
     api.final_state(&placed_id).await;
+    let ops = system.api.ops();
     system.nats.0.process.kill();
     eventually(
         "order-api to report NATS down",
         Duration::from_secs(10),
-        || async { (api.get("/health").await.body["checks"]["nats"] != "ok").then_some(()) },
+        || async { (ops.get("/health").await.body["checks"]["nats"] != "ok").then_some(()) },
     )
     .await;
     // Still ready, and reads that need only Redis still work (issue 12).
-    assert_eq!(api.get("/health/ready").await.status, 200);
+    assert_eq!(ops.get("/health/ready").await.status, 200);
     assert_eq!(
         api.get(&format!("/api/orders/{placed_id}")).await.status,
         200
@@ -98,7 +100,7 @@ async fn nats_restart_is_survived_without_a_restart() {
     for service in std::iter::once(&system.api).chain(&system.order_services) {
         service.wait_ready(Duration::from_secs(30)).await;
     }
-    wait_dependencies_up(&api).await;
+    wait_dependencies_up(&ops).await;
     let reply = api.place("c-nats-back", &[("PROD-001", 1)]).await;
     assert_eq!(reply.status, 202, "{:?}", reply.body);
     let order_id = reply.body["orderId"].as_str().expect("id").to_owned();
@@ -176,7 +178,11 @@ async fn bad_configuration_stops_start_up_with_one_line() {
 async fn embedded_mode_runs_the_whole_flow_in_one_process() {
     let logs = tempfile::TempDir::new().expect("dir");
     let port = free_port();
-    let env: HashMap<String, String> = [("Http__Port".to_owned(), port.to_string())].into();
+    let env: HashMap<String, String> = [
+        ("Http__Port".to_owned(), port.to_string()),
+        ("Http__OpsPort".to_owned(), free_port().to_string()),
+    ]
+    .into();
     let process = catga_tests::Process::spawn(
         "embedded",
         binary("order-api"),

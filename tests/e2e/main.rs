@@ -7,9 +7,11 @@
 mod access;
 mod auth;
 mod docs_page;
+mod edge;
 mod lifecycle;
 mod loadgen;
 mod messaging;
 mod orders;
+mod secrets;
 mod tracing;
 mod validation;

@@ -86,6 +86,7 @@ const KNOWN_KEYS: &[&str] = &[
     keys::IDEMPOTENCY_TTL_SECONDS,
     keys::SHUTDOWN_GRACE_SECONDS,
     keys::HTTP_PORT,
+    keys::HTTP_OPS_PORT,
     keys::HTTP_MAX_BODY_BYTES,
     keys::OTEL_SERVICE_NAME,
     keys::OTEL_SERVICE_NAME_STD,
@@ -100,6 +101,8 @@ const KNOWN_KEYS: &[&str] = &[
 /// What the services' own settings parsers make of a manifest environment.
 pub struct Parsed {
     pub http_port: u16,
+    /// order-api's `Http__OpsPort` (probes and `/metrics`).
+    pub ops_port: Option<u16>,
     pub shutdown_grace: Duration,
     pub service_name: String,
     pub nats: catga_core::config::NatsSettings,
@@ -126,6 +129,7 @@ pub fn parse_settings(service: &str, env: &Env) -> Parsed {
             };
             Parsed {
                 http_port: s.common.http_port,
+                ops_port: s.common.ops_port,
                 shutdown_grace: s.common.shutdown_grace,
                 service_name: s.common.service_name,
                 nats,
@@ -135,6 +139,7 @@ pub fn parse_settings(service: &str, env: &Env) -> Parsed {
             let s = order_service::Settings::from_env(env).unwrap_or_else(|e| fail(e));
             Parsed {
                 http_port: s.common.http_port,
+                ops_port: s.common.ops_port,
                 shutdown_grace: s.common.shutdown_grace,
                 service_name: s.common.service_name,
                 nats: s.nats,
@@ -144,6 +149,7 @@ pub fn parse_settings(service: &str, env: &Env) -> Parsed {
             let s = notification_service::Settings::from_env(env).unwrap_or_else(|e| fail(e));
             Parsed {
                 http_port: s.common.http_port,
+                ops_port: s.common.ops_port,
                 shutdown_grace: s.common.shutdown_grace,
                 service_name: s.common.service_name,
                 nats: s.nats,
@@ -412,7 +418,9 @@ fn probes_ports_and_env_match_what_each_service_reads() {
             "{jaeger}: the legacy Thrift endpoint; use Jaeger's OTLP receiver"
         );
 
-        // Container port, probes and the prometheus annotation all name that port.
+        // Container ports are the service's; probes and the prometheus
+        // annotation name the port of /health and /metrics (order-api's ops
+        // port, off the LoadBalancer's path).
         let ports: Vec<u16> = container["ports"]
             .as_array()
             .expect("ports")
@@ -420,7 +428,11 @@ fn probes_ports_and_env_match_what_each_service_reads() {
             .filter_map(|p| p["containerPort"].as_u64())
             .map(|p| u16::try_from(p).expect("port"))
             .collect();
-        assert_eq!(ports, vec![parsed.http_port], "{}", deployment.describe());
+        let declared: Vec<u16> = std::iter::once(parsed.http_port)
+            .chain(parsed.ops_port)
+            .collect();
+        assert_eq!(ports, declared, "{}", deployment.describe());
+        let health_port = parsed.ops_port.unwrap_or(parsed.http_port);
         let live = &container["livenessProbe"];
         let ready = &container["readinessProbe"];
         assert_eq!(live["httpGet"]["path"], "/health");
@@ -428,17 +440,14 @@ fn probes_ports_and_env_match_what_each_service_reads() {
         for (probe, delay, period) in [(live, 30, 10), (ready, 10, 5)] {
             assert_eq!(
                 resolve_port(container, &probe["httpGet"]["port"]),
-                Some(parsed.http_port)
+                Some(health_port)
             );
             assert_eq!(probe["initialDelaySeconds"], delay, "the guide's timing");
             assert_eq!(probe["periodSeconds"], period, "the guide's timing");
         }
         let annotations = &deployment.pod()["metadata"]["annotations"];
         assert_eq!(annotations["prometheus.io/scrape"], "true");
-        assert_eq!(
-            annotations["prometheus.io/port"],
-            parsed.http_port.to_string()
-        );
+        assert_eq!(annotations["prometheus.io/port"], health_port.to_string());
         assert_eq!(annotations["prometheus.io/path"], "/metrics");
     }
 }
@@ -957,7 +966,12 @@ fn needed_flows(all: &[Object]) -> BTreeSet<(String, String, u16)> {
         add(app.service, "redis", redis.1.parse().expect("port"));
         let jaeger = url::Url::parse(&values[keys::OTEL_JAEGER_ENDPOINT]).expect("URL");
         add(app.service, "jaeger", jaeger.port().expect("port"));
-        add("prometheus", app.service, parsed.http_port);
+        // Scrapes go to the port of /metrics (order-api's ops port).
+        add(
+            "prometheus",
+            app.service,
+            parsed.ops_port.unwrap_or(parsed.http_port),
+        );
     }
     add("nats", "nats", 6222);
     add("redis", "redis", 6379);
@@ -1092,15 +1106,29 @@ fn network_policies_allow_exactly_the_needed_flows() {
         extra.is_empty(),
         "flows the NetworkPolicies allow but nothing needs: {extra:?}"
     );
-    // order-api takes traffic from outside the cluster (its LoadBalancer) on its port only.
+    // order-api takes traffic from outside the cluster (its LoadBalancer) on
+    // its API port only; its ops port (/health, /metrics) from pods only.
     let api = find(&all, "NetworkPolicy", services::ORDER_API);
-    let ingress = &api.spec()["ingress"];
-    assert_eq!(ingress.as_array().map(Vec::len), Some(1));
-    assert!(ingress[0]["from"].is_null());
+    let ingress = api.spec()["ingress"].as_array().expect("ingress rules");
+    let open: Vec<_> = ingress.iter().filter(|r| r["from"].is_null()).collect();
+    assert_eq!(open.len(), 1, "{ingress:?}");
     assert_eq!(
-        ingress[0]["ports"],
+        open[0]["ports"],
         serde_json::json!([{"protocol": "TCP", "port": order_api::config::DEFAULT_PORT}])
     );
+    for rule in ingress.iter().filter(|r| !r["from"].is_null()) {
+        assert_eq!(
+            rule["ports"],
+            serde_json::json!([{"protocol": "TCP", "port": order_api::config::DEFAULT_OPS_PORT}]),
+            "{rule:?}"
+        );
+        for peer in rule["from"].as_array().expect("from") {
+            assert!(
+                peer["ipBlock"].is_null() && peer["namespaceSelector"].is_null(),
+                "the ops port is for pods of the namespace only: {peer:?}"
+            );
+        }
+    }
 }
 
 /// The load generator Job (k8s/tools/loadgen.yml) and the variables it is

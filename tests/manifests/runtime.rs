@@ -206,6 +206,8 @@ async fn services_become_ready_with_the_manifest_environment() {
         service: &'static str,
         index: usize,
         port: u16,
+        /// Where the probes and /metrics answer (order-api's ops port).
+        health_port: u16,
         ready: String,
         live: String,
         metrics: String,
@@ -235,13 +237,24 @@ async fn services_become_ready_with_the_manifest_environment() {
                 "unmapped cluster host in {value}"
             );
         }
-        let declared = parse_settings(app.service, &Env::from_pairs(env.clone())).http_port;
-        let port = if port_is_free(declared) {
-            declared
-        } else {
-            free_port()
+        let parsed = parse_settings(app.service, &Env::from_pairs(env.clone()));
+        let free_or_other = |port: u16| {
+            if port_is_free(port) {
+                port
+            } else {
+                free_port()
+            }
         };
+        let port = free_or_other(parsed.http_port);
         env.insert(keys::HTTP_PORT.to_owned(), port.to_string());
+        let (declared, health_port) = match parsed.ops_port {
+            Some(ops_port) => {
+                let health_port = free_or_other(ops_port);
+                env.insert(keys::HTTP_OPS_PORT.to_owned(), health_port.to_string());
+                (ops_port, health_port)
+            }
+            None => (parsed.http_port, port),
+        };
         let grace = parse_settings(app.service, &Env::from_pairs(env.clone())).shutdown_grace;
         let probe_port = |probe: &str| {
             model::resolve_port(container, &container[probe]["httpGet"]["port"])
@@ -250,7 +263,7 @@ async fn services_become_ready_with_the_manifest_environment() {
         assert_eq!(
             probe_port("readinessProbe"),
             declared,
-            "the readiness probe targets the port the service listens on"
+            "the readiness probe targets the port the service serves it on"
         );
         assert_eq!(probe_port("livenessProbe"), declared);
         let path = |probe: &str| {
@@ -273,6 +286,7 @@ async fn services_become_ready_with_the_manifest_environment() {
             service: app.service,
             index,
             port,
+            health_port,
             ready: path("readinessProbe"),
             live: path("livenessProbe"),
             metrics,
@@ -281,7 +295,7 @@ async fn services_become_ready_with_the_manifest_environment() {
     }
 
     for r in &running {
-        let url = format!("http://127.0.0.1:{}{}", r.port, r.ready);
+        let url = format!("http://127.0.0.1:{}{}", r.health_port, r.ready);
         if let Err(err) = wait_for_status(&client, &url, Duration::from_secs(90)).await {
             panic!(
                 "{} never became ready on its manifest's readiness probe: {err}\n--- log ---\n{}",
@@ -290,7 +304,7 @@ async fn services_become_ready_with_the_manifest_environment() {
             );
         }
         for path in [&r.live, &r.metrics] {
-            let url = format!("http://127.0.0.1:{}{path}", r.port);
+            let url = format!("http://127.0.0.1:{}{path}", r.health_port);
             let response = client
                 .get(&url)
                 .send()
@@ -303,7 +317,7 @@ async fn services_become_ready_with_the_manifest_environment() {
             );
         }
         let body = client
-            .get(format!("http://127.0.0.1:{}{}", r.port, r.metrics))
+            .get(format!("http://127.0.0.1:{}{}", r.health_port, r.metrics))
             .send()
             .await
             .expect("metrics")
@@ -315,6 +329,15 @@ async fn services_become_ready_with_the_manifest_environment() {
             "{}: /metrics exports no catga_ series",
             r.service
         );
+        if r.health_port != r.port {
+            let url = format!("http://127.0.0.1:{}{}", r.port, r.metrics);
+            let response = client.get(&url).send().await.expect("public port");
+            assert_eq!(
+                response.status(),
+                404,
+                "{url}: /metrics is off the public port"
+            );
+        }
         eprintln!(
             "{}: ready on {}, live on {}, metrics on {}",
             r.service, r.ready, r.live, r.metrics

@@ -664,7 +664,7 @@ async fn prometheus_scrapes_the_services_and_the_guide_queries_return_data() {
     let targets: Vec<Value> = std::iter::once(&system.api)
         .chain(&system.order_services)
         .chain(std::iter::once(&system.notifications))
-        .map(|s| json!({"targets": [format!("127.0.0.1:{}", s.port)], "labels": {"app": s.name}}))
+        .map(|s| json!({"targets": [format!("127.0.0.1:{}", s.ops_port)], "labels": {"app": s.name}}))
         .collect();
     let prometheus = start_prometheus(
         dir.path(),

@@ -8,6 +8,7 @@
 
 mod api;
 mod browser;
+mod edge;
 mod jwks;
 mod otlp;
 mod process;
@@ -19,6 +20,7 @@ mod webhook;
 
 pub use api::*;
 pub use browser::*;
+pub use edge::*;
 pub use jwks::*;
 pub use otlp::*;
 pub use process::*;

@@ -27,6 +27,9 @@ pub async fn metric_total(services: &[Service], prefix: &str) -> f64 {
 pub struct Service {
     pub name: &'static str,
     pub port: u16,
+    /// Where `/health/*` and `/metrics` answer: order-api's `Http__OpsPort`,
+    /// the one port of the other services.
+    pub ops_port: u16,
     pub process: Process,
 }
 
@@ -42,12 +45,20 @@ impl Service {
     pub fn spawn(name: &'static str, env: &HashMap<String, String>, log_dir: &Path) -> Self {
         let port = free_port();
         let mut env = env.clone();
-        env.insert("Http__Port".into(), port.to_string());
+        env.insert(keys::HTTP_PORT.into(), port.to_string());
+        let ops_port = if name == "order-api" {
+            let ops_port = free_port();
+            env.insert(keys::HTTP_OPS_PORT.into(), ops_port.to_string());
+            ops_port
+        } else {
+            port
+        };
         let log_name = format!("{name}-{port}");
         let process = Process::spawn(&log_name, binary(name), Vec::new(), env, log_dir);
         Self {
             name,
             port,
+            ops_port,
             process,
         }
     }
@@ -56,8 +67,18 @@ impl Service {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// `path` on the ops port (`/health/*`, `/metrics`).
+    pub fn ops_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ops_port)
+    }
+
+    /// A client for the ops port.
+    pub fn ops(&self) -> Api {
+        Api::new(self.ops_url(""))
+    }
+
     pub async fn ready_status(&self) -> Option<u16> {
-        reqwest::get(self.url("/health/ready"))
+        reqwest::get(self.ops_url("/health/ready"))
             .await
             .ok()
             .map(|r| r.status().as_u16())
@@ -76,14 +97,19 @@ impl Service {
         panic!("{name} not ready after {within:?}; its log:\n{}", logs());
     }
 
-    /// The value of a Prometheus series line starting with `prefix`, summed.
-    pub async fn metric_sum(&self, prefix: &str) -> f64 {
-        let text = reqwest::get(self.url("/metrics"))
+    /// The service's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(self.ops_url("/metrics"))
             .await
             .expect("metrics")
             .text()
             .await
-            .expect("metrics text");
+            .expect("metrics text")
+    }
+
+    /// The value of a Prometheus series line starting with `prefix`, summed.
+    pub async fn metric_sum(&self, prefix: &str) -> f64 {
+        let text = self.metrics_text().await;
         text.lines()
             .filter(|line| line.starts_with(prefix))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())

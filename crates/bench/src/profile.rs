@@ -13,6 +13,7 @@ use std::{
 };
 
 use anyhow::{Context, bail};
+use catga_core::config::keys;
 use catga_tests::{Nats, Process, Redis, Service, free_port};
 use loadgen::report::LoadShape;
 use tokio::time::Instant;
@@ -98,14 +99,14 @@ async fn profile_once(
             others.push(Service::spawn(name, &env, logs));
         }
     }
-    let (mut process, port) = under_valgrind.context("the profiled service")?;
+    let (mut process, port, ops_port) = under_valgrind.context("the profiled service")?;
     for service in &others {
         service.wait_ready(Duration::from_secs(30)).await;
     }
     ready_after(
         &reqwest::Client::new(),
         Instant::now(),
-        &format!("http://127.0.0.1:{port}/health/ready"),
+        &format!("http://127.0.0.1:{ops_port}/health/ready"),
         Duration::from_millis(100),
         Duration::from_secs(120),
     )
@@ -147,16 +148,19 @@ async fn profile_once(
     total_instructions(file)
 }
 
-/// Spawns `name` under callgrind on a free port.
+/// Spawns `name` under callgrind on a free port; also returns the port of
+/// its probes (order-api's ops port, else the same).
 fn callgrind(
     name: &str,
     env: &HashMap<String, String>,
     file: &Path,
     logs: &Path,
-) -> anyhow::Result<(Process, u16)> {
-    let port = free_port();
+) -> anyhow::Result<(Process, u16, u16)> {
+    let (port, ops_port) = (free_port(), free_port());
     let mut env = env.clone();
     env.insert("Http__Port".into(), port.to_string());
+    env.insert(keys::HTTP_OPS_PORT.into(), ops_port.to_string());
+    let ops_port = if name == "order-api" { ops_port } else { port };
     let binary = catga_tests::binary(name);
     if !binary.to_string_lossy().contains("/profiling/") {
         bail!(
@@ -174,7 +178,7 @@ fn callgrind(
         env,
         logs,
     );
-    Ok((process, port))
+    Ok((process, port, ops_port))
 }
 
 /// The `summary:` (or `totals:`) line of a callgrind output file.

@@ -222,7 +222,7 @@ async fn start_timed(
     match ready_after(
         &client,
         began,
-        &service.url("/health/ready"),
+        &service.ops_url("/health/ready"),
         Duration::from_millis(2),
         Duration::from_secs(30),
     )

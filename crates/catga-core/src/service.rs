@@ -72,8 +72,9 @@ pub fn drain_on(shutdown: &CancellationToken, health: &Health) -> CancellationTo
     shutdown.clone()
 }
 
-/// Health and metrics endpoints: all the HTTP a consumer service serves.
-fn ops_router(health: Health, service: &'static str) -> Router {
+/// Health and metrics endpoints: all the HTTP a consumer service serves, and
+/// what order-api serves on its ops port.
+pub fn ops_router(health: Health, service: &'static str) -> Router {
     crate::health::router(health)
         .merge(telemetry::metrics_router())
         .layer(axum::middleware::from_fn_with_state(
@@ -299,6 +300,7 @@ impl OpsServer {
     /// connections' background tasks until `shutdown`.
     pub fn start(
         listener: TcpListener,
+        limits: crate::http::ServerLimits,
         connections: &Connections,
         spec: &ConsumerSpec,
         shutdown: &CancellationToken,
@@ -329,6 +331,7 @@ impl OpsServer {
             listener,
             ops_router(connections.health.clone(), service),
             stop.clone(),
+            limits,
         ));
         Self { server, stop }
     }
@@ -365,7 +368,7 @@ where
     };
     let port = common(&settings).http_port;
     if std::env::args().nth(1).as_deref() == Some("healthcheck") {
-        return healthcheck(port).await;
+        return healthcheck(common(&settings).health_port()).await;
     }
     let _telemetry = telemetry::init(common(&settings));
     let _failpoints = crate::failpoints();

@@ -72,7 +72,13 @@ pub async fn run(
     tracing::info!(channel = notifier.channel_name(), "notifying");
     let handler = EventHandler::new(notifier, Arc::new(records));
     let spec = consumer_spec(&settings.nats);
-    let ops = OpsServer::start(listener, &connections, &spec, &shutdown);
+    let ops = OpsServer::start(
+        listener,
+        settings.common.http_limits,
+        &connections,
+        &spec,
+        &shutdown,
+    );
     let grace_ends = connections
         .consume(spec, handler, consumer_options(grace), &shutdown)
         .await;

@@ -4,9 +4,17 @@ use catga_core::config::{
     CatgaSettings, CommonSettings, ConfigError, Env, NatsSettings, RedisSettings, keys,
 };
 
-pub use crate::auth::{AuthSettings, JwtSecret};
+use std::{num::NonZeroU32, time::Duration};
+
+pub use crate::{
+    auth::{AuthSettings, JwtSecret},
+    http::RateLimitSettings,
+};
 
 pub const DEFAULT_PORT: u16 = 8080;
+/// `/health/*` and `/metrics`: reached by the kubelet and Prometheus on the
+/// pod, never through the LoadBalancer (which forwards 80 to 8080 only).
+pub const DEFAULT_OPS_PORT: u16 = 8090;
 /// The service name the deployment guide looks for in Jaeger.
 pub const DEFAULT_SERVICE_NAME: &str = "OrderApi";
 
@@ -21,6 +29,11 @@ pub struct Distributed {
 }
 
 impl Distributed {
+    /// Whether the settings name a distributed deployment (`NATS__Url` set).
+    pub fn is_configured(env: &Env) -> bool {
+        env.get(keys::NATS_URL).is_some()
+    }
+
     /// `None` without `NATS__Url`: the binary then runs the whole system in
     /// its own process (the embedded mode). With it, never: a bad NATS or
     /// Redis setting is an error, not a fallback.
@@ -57,14 +70,49 @@ pub struct Settings {
     /// ([`AuthSettings::require_for_distributed`]).
     pub auth: AuthSettings,
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive; it is read before the
+    /// request takes one of the `max_concurrent_requests`.
+    pub body_timeout: Duration,
     /// API requests handled at once; more are refused with 503 at once.
     pub max_concurrent_requests: usize,
+    pub rate_limit: RateLimitSettings,
+}
+
+/// Requests per second per caller by default in distributed mode. Far above
+/// what one customer's client needs (the benchmark spreads its load over
+/// 1000 customers); a flood from one caller is cut off.
+pub const DEFAULT_RATE_LIMIT_PER_SECOND: u32 = 100;
+pub const DEFAULT_RATE_LIMIT_BURST: u32 = 200;
+
+impl RateLimitSettings {
+    /// On by default in distributed mode. Off by default in the embedded
+    /// mode: it runs without authentication on a developer's machine, where
+    /// every caller (the loadgen included) is the same loopback address.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let default = if Distributed::is_configured(env) {
+            DEFAULT_RATE_LIMIT_PER_SECOND
+        } else {
+            0
+        };
+        let per_second = env.number_in(keys::HTTP_RATE_LIMIT_PER_SECOND, default, 0..=1_000_000)?;
+        let burst = env.number_in(
+            keys::HTTP_RATE_LIMIT_BURST,
+            DEFAULT_RATE_LIMIT_BURST,
+            1..=1_000_000,
+        )?;
+        Ok(Self {
+            per_second: NonZeroU32::new(per_second),
+            burst: NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN),
+            trust_forwarded_for: env.bool_or(keys::HTTP_TRUST_FORWARDED_FOR, false)?,
+        })
+    }
 }
 
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
-            common: CommonSettings::from_env(env, DEFAULT_PORT, DEFAULT_SERVICE_NAME)?,
+            common: CommonSettings::from_env(env, DEFAULT_PORT, DEFAULT_SERVICE_NAME)?
+                .with_ops_port(env, DEFAULT_OPS_PORT)?,
             catga: CatgaSettings::from_env(env)?,
             auth: AuthSettings::from_env(env)?,
             max_body_bytes: env.number_in(
@@ -72,11 +120,13 @@ impl Settings {
                 64 * 1024,
                 1024..=16 * 1024 * 1024,
             )?,
+            body_timeout: env.seconds_in(keys::HTTP_BODY_TIMEOUT_SECONDS, 10, 1..=300)?,
             max_concurrent_requests: env.number_in(
                 keys::HTTP_MAX_CONCURRENT_REQUESTS,
                 DEFAULT_MAX_CONCURRENT_REQUESTS,
                 1..=65_536,
             )?,
+            rate_limit: RateLimitSettings::from_env(env)?,
         })
     }
 }

@@ -33,7 +33,7 @@ use tokio::net::TcpListener;
 use crate::auth::{AuthSettings, Authenticator, Validator};
 
 pub use config::{Distributed, Settings};
-pub use http::{AppState, app};
+pub use http::{AppState, app, ops_app};
 
 /// A failure that stops the service.
 #[derive(Debug, thiserror::Error)]
@@ -112,7 +112,8 @@ impl Backends {
 }
 
 /// Serves order-api on `listener`, on `backends`, until `shutdown`; requests
-/// in flight are finished first.
+/// in flight are finished first. The probes and `/metrics` are served on
+/// `Http__OpsPort` until then too.
 pub async fn run(
     settings: Settings,
     backends: Backends,
@@ -120,6 +121,14 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let authenticator = authenticator(&settings.auth)?;
+    let ops_listener = match settings.common.ops_port {
+        Some(port) => Some(
+            TcpListener::bind(("0.0.0.0", port))
+                .await
+                .map_err(ServiceError::from)?,
+        ),
+        None => None,
+    };
     let Backends {
         store,
         publisher,
@@ -134,15 +143,40 @@ pub async fn run(
         idempotency_ttl: settings.catga.idempotency_ttl,
         authenticator,
         max_body_bytes: settings.max_body_bytes,
+        body_timeout: settings.body_timeout,
         max_concurrent_requests: settings.max_concurrent_requests,
+        rate_limit: http::RateLimit::new(settings.rate_limit),
     };
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "order-api listening");
     }
     let drain = service::drain_on(&shutdown, &health);
-    let serving = catga_core::http::serve(listener, app(state, health), drain);
+    let limits = settings.common.http_limits;
+    // The ops server stops after the API: probes answer (503) while it drains.
+    let ops_stop = CancellationToken::new();
+    let ops = ops_listener.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "health and metrics listening");
+        }
+        tokio::spawn(catga_core::http::serve(
+            listener,
+            ops_app(health.clone()),
+            ops_stop.clone(),
+            limits,
+        ))
+    });
+    let serving = catga_core::http::serve(listener, app(state), drain, limits);
     let (served, grace_ends) =
         service::until_drained(serving, &shutdown, settings.common.shutdown_grace).await;
+    ops_stop.cancel();
+    if let Some(ops) = ops {
+        ops.await
+            .map_err(|source| ServiceError::Task {
+                task: "ops server",
+                source,
+            })?
+            .map_err(ServiceError::from)?;
+    }
     tasks.wait_until(grace_ends).await;
     served.map_err(ServiceError::from)?;
     tracing::info!("order-api stopped");

@@ -58,7 +58,13 @@ pub async fn run(
     .await?;
     let handler = CommandHandler::new(connections.store.clone(), connections.broker.clone());
     let spec = consumer_spec(&settings.nats);
-    let ops = OpsServer::start(listener, &connections, &spec, &shutdown);
+    let ops = OpsServer::start(
+        listener,
+        settings.common.http_limits,
+        &connections,
+        &spec,
+        &shutdown,
+    );
     tracing::info!(queue_group = %spec.durable, "binding the shared durable consumer");
     let grace_ends = connections
         .consume(spec, handler, consumer_options(grace), &shutdown)

@@ -4,11 +4,22 @@
 use std::time::Duration;
 
 use super::{ConfigError, Env, TraceExport, keys};
+use crate::http::ServerLimits;
+
+/// Connections one replica serves by default: far above the benchmark's 256
+/// clients, and at the 64 KiB read buffer plus a 64 KiB body each, within
+/// the pod's memory limit even when every one is held open by a slow client.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// Settings every service has.
 #[derive(Debug, Clone)]
 pub struct CommonSettings {
     pub http_port: u16,
+    /// Where `/health/*` and `/metrics` are served when not on `http_port`
+    /// (order-api's ops port: its public port is behind the LoadBalancer).
+    pub ops_port: Option<u16>,
+    /// Deadlines and the connection limit of the HTTP server.
+    pub http_limits: ServerLimits,
     pub service_name: String,
     pub log_level: String,
     pub log_format: LogFormat,
@@ -59,6 +70,15 @@ impl CommonSettings {
         let traces = TraceExport::from_env(env, &mut warnings)?;
         Ok(Self {
             http_port: env.number_in(keys::HTTP_PORT, default_port, 1..=u16::MAX)?,
+            ops_port: None,
+            http_limits: ServerLimits {
+                header_timeout: env.seconds_in(keys::HTTP_HEADER_TIMEOUT_SECONDS, 10, 1..=300)?,
+                max_connections: env.number_in(
+                    keys::HTTP_MAX_CONNECTIONS,
+                    DEFAULT_MAX_CONNECTIONS,
+                    1..=100_000,
+                )?,
+            },
             service_name: env
                 .get_any(&[keys::OTEL_SERVICE_NAME, keys::OTEL_SERVICE_NAME_STD])
                 .unwrap_or(default_service_name)
@@ -69,6 +89,27 @@ impl CommonSettings {
             traces,
             warnings,
         })
+    }
+}
+
+impl CommonSettings {
+    /// Serves `/health/*` and `/metrics` on `Http__OpsPort` (default
+    /// `default_ops_port`), which must differ from `Http__Port`.
+    pub fn with_ops_port(mut self, env: &Env, default_ops_port: u16) -> Result<Self, ConfigError> {
+        let ops_port = env.number_in(keys::HTTP_OPS_PORT, default_ops_port, 1..=u16::MAX)?;
+        if ops_port == self.http_port {
+            return Err(ConfigError::new(
+                keys::HTTP_OPS_PORT,
+                format!("{ops_port} is also {}", keys::HTTP_PORT),
+            ));
+        }
+        self.ops_port = Some(ops_port);
+        Ok(self)
+    }
+
+    /// The port answering `/health/ready` (for the `healthcheck` subcommand).
+    pub fn health_port(&self) -> u16 {
+        self.ops_port.unwrap_or(self.http_port)
     }
 }
 
@@ -136,6 +177,19 @@ mod tests {
                 .service_name,
             "Custom"
         );
+        for (setting, value) in [
+            ("Http__HeaderTimeoutSeconds", "0"),
+            ("Http__MaxConnections", "none"),
+        ] {
+            let err = CommonSettings::from_env(&Env::from_pairs([(setting, value)]), 1, "d")
+                .expect_err("invalid");
+            assert_eq!(err.setting, setting);
+        }
+        let limits = CommonSettings::from_env(&Env::default(), 1, "d")
+            .expect("valid")
+            .http_limits;
+        assert_eq!(limits.header_timeout, Duration::from_secs(10));
+        assert_eq!(limits.max_connections, DEFAULT_MAX_CONNECTIONS);
         let env = Env::from_pairs([("Logging__Format", "xml")]);
         assert_eq!(
             CommonSettings::from_env(&env, 1, "d")

@@ -26,8 +26,23 @@ pub const PENDING_REPUBLISH_SECONDS: &str = "Catga__PendingRepublishSeconds";
 
 // HTTP.
 pub const HTTP_PORT: &str = "Http__Port";
+/// order-api's port for `/health/*` and `/metrics`, apart from the public API.
+pub const HTTP_OPS_PORT: &str = "Http__OpsPort";
 pub const HTTP_MAX_BODY_BYTES: &str = "Http__MaxBodyBytes";
 pub const HTTP_MAX_CONCURRENT_REQUESTS: &str = "Http__MaxConcurrentRequests";
+/// Seconds a request's header may take to arrive; also how long a keep-alive
+/// connection may stay idle.
+pub const HTTP_HEADER_TIMEOUT_SECONDS: &str = "Http__HeaderTimeoutSeconds";
+/// Seconds a request's body may take to arrive (order-api).
+pub const HTTP_BODY_TIMEOUT_SECONDS: &str = "Http__BodyTimeoutSeconds";
+/// Requests per second per caller (order-api); `0` turns the limit off.
+pub const HTTP_RATE_LIMIT_PER_SECOND: &str = "Http__RateLimitPerSecond";
+/// Requests a caller may send at once beyond its rate.
+pub const HTTP_RATE_LIMIT_BURST: &str = "Http__RateLimitBurst";
+/// `true` behind a proxy that appends the client to `X-Forwarded-For`.
+pub const HTTP_TRUST_FORWARDED_FOR: &str = "Http__TrustForwardedFor";
+/// Connections one replica serves at once.
+pub const HTTP_MAX_CONNECTIONS: &str = "Http__MaxConnections";
 
 // Traces and logs.
 pub const OTEL_SERVICE_NAME: &str = "OpenTelemetry__ServiceName";

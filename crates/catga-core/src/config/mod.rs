@@ -15,6 +15,8 @@ pub mod env;
 pub mod keys;
 pub mod nats;
 pub mod redis;
+#[cfg(test)]
+mod secrets_tests;
 pub mod trace;
 
 pub use common::{CatgaSettings, CommonSettings, LogFormat};
@@ -22,6 +24,19 @@ pub use env::Env;
 pub use nats::NatsSettings;
 pub use redis::{RedisSettings, RedisTopology, ReplicaWait};
 pub use trace::TraceExport;
+
+/// `url` as a log line or an error may show it: any user or password
+/// replaced by `***`.
+pub fn redacted_url(url: &url::Url) -> String {
+    if url.username().is_empty() && url.password().is_none() {
+        return url.to_string();
+    }
+    let mut shown = url.clone();
+    // Fails only for URLs that cannot have credentials, which these have.
+    let _ = shown.set_password(None);
+    let _ = shown.set_username("***");
+    shown.to_string()
+}
 
 /// The cause of a [`ConfigError`], when a parser gave one.
 type Cause = Box<dyn std::error::Error + Send + Sync>;

@@ -47,12 +47,8 @@ impl NatsSettings {
         self.servers
             .iter()
             .map(|server| match url::Url::parse(server) {
-                Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
-                    let _ = url.set_username("***");
-                    let _ = url.set_password(None);
-                    url.to_string()
-                }
-                _ => server.clone(),
+                Ok(url) => super::redacted_url(&url),
+                Err(_) => without_credentials(server),
             })
             .collect()
     }
@@ -96,26 +92,34 @@ impl NatsSettings {
 
 fn parse_nats_servers(raw: &str) -> Result<Vec<String>, ConfigError> {
     let mut servers = Vec::new();
-    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let shown = without_credentials(part);
+    // A password may hold a comma: then a part without `@` may be a piece of
+    // it, and is named by its position only.
+    let has_credentials = raw.contains('@');
+    let parts = raw.split(',').map(str::trim).filter(|p| !p.is_empty());
+    for (index, part) in parts.enumerate() {
+        let shown = if has_credentials && !part.contains('@') {
+            format!("server {}", index + 1)
+        } else {
+            without_credentials(part)
+        };
         let with_scheme = if part.contains("://") {
             part.to_owned()
         } else {
             format!("nats://{part}")
         };
         let url = url::Url::parse(&with_scheme).map_err(|err| {
-            ConfigError::new(keys::NATS_URL, format!("{shown:?} is not a URL")).caused_by(err)
+            ConfigError::new(keys::NATS_URL, format!("{shown} is not a URL")).caused_by(err)
         })?;
         if !matches!(url.scheme(), "nats" | "tls" | "ws" | "wss") {
             return Err(ConfigError::new(
                 keys::NATS_URL,
-                format!("{shown:?} must use nats://, tls://, ws:// or wss://"),
+                format!("{shown} must use nats://, tls://, ws:// or wss://"),
             ));
         }
         if url.host_str().is_none_or(str::is_empty) {
             return Err(ConfigError::new(
                 keys::NATS_URL,
-                format!("{shown:?} has no host"),
+                format!("{shown} has no host"),
             ));
         }
         servers.push(with_scheme);

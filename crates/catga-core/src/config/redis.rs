@@ -265,30 +265,41 @@ impl RedisSettings {
             host: String::new(),
             port: REDIS_PORT,
         });
-        for option in options {
+        // Options are named by position, never quoted: a password holding a
+        // comma makes its second half look like an option.
+        for (index, option) in options.into_iter().enumerate() {
+            let position = index + 1;
             let (name, value) = option
                 .split_once('=')
-                .ok_or_else(|| err(format!("option {option:?} is not name=value")))?;
+                .ok_or_else(|| err(format!("option {position} is not name=value")))?;
             match name.trim().to_ascii_lowercase().as_str() {
                 "password" => settings.password = Some(value.to_owned()),
                 "user" => settings.username = Some(value.to_owned()),
                 "servicename" => service_name = Some(value.trim().to_owned()),
                 "sentinelpassword" => sentinel_password = Some(value.to_owned()),
                 "ssl" => {
-                    settings.tls = parse_bool(value)
-                        .ok_or_else(|| err(format!("ssl={value:?} is not true or false")))?
+                    settings.tls = parse_bool(value).ok_or_else(|| {
+                        err(format!("ssl (option {position}) is not true or false"))
+                    })?
                 }
                 "defaultdatabase" => settings.database = parse_database(value)?,
                 "connecttimeout" => {
                     let ms: u64 = value.parse().map_err(|_| {
-                        err(format!("connectTimeout={value:?} is not milliseconds"))
+                        err(format!(
+                            "connectTimeout (option {position}) is not milliseconds"
+                        ))
                     })?;
                     settings.connect_timeout = Duration::from_millis(ms);
                 }
                 // Accepted for compatibility with the .NET client's strings; our
                 // client always retries in the background, never aborts.
                 "abortconnect" | "connectretry" | "synctimeout" | "asynctimeout" | "keepalive" => {}
-                other => return Err(err(format!("unknown option {other:?}"))),
+                _ => {
+                    return Err(err(format!(
+                        "option {position} is not one of ours (password, user, ssl, \
+                         defaultDatabase, connectTimeout, abortConnect, …)"
+                    )));
+                }
             }
         }
         settings.topology = match service_name {
@@ -358,7 +369,7 @@ fn parse_database(raw: &str) -> Result<i64, ConfigError> {
     raw.parse().map_err(|_| {
         ConfigError::new(
             keys::REDIS_CONFIGURATION,
-            format!("database {raw:?} is not a number"),
+            "the database number is not a number",
         )
     })
 }
@@ -377,7 +388,7 @@ fn parse_endpoints<'a>(
                 Some((host, port)) => (
                     host,
                     port.parse::<u16>()
-                        .map_err(|_| err(format!("port {port:?} is not a number")))?,
+                        .map_err(|_| err("a port (after host:) is not a number".to_owned()))?,
                 ),
                 None => (endpoint, default_port),
             };

@@ -64,8 +64,9 @@ impl TraceExport {
                     Some(4317) => "is OTLP/gRPC, which this build does not speak",
                     _ => "is not Jaeger's OTLP/HTTP port",
                 };
+                let shown = super::redacted_url(&url);
                 warnings.push(format!(
-                    "{}={raw} {what}; exporting to {endpoint} (Jaeger's OTLP/HTTP receiver) instead. \
+                    "{}={shown} {what}; exporting to {endpoint} (Jaeger's OTLP/HTTP receiver) instead. \
                      Set {}={endpoint} (or OTEL_EXPORTER_OTLP_ENDPOINT={scheme}://{host}:4318) to silence this warning",
                     keys::OTEL_JAEGER_ENDPOINT,
                     keys::OTEL_JAEGER_ENDPOINT,

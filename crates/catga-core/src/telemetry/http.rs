@@ -1,20 +1,50 @@
 //! The server span of every HTTP request and the trace layer that makes it.
 
-use axum::{extract::MatchedPath, response::Response};
+use axum::{extract::MatchedPath, http::Method, response::Response};
 use tracing::Span;
 
 use super::propagation::{continue_from_http, record_ids};
 
+/// The route label of every request no route matched (any path).
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+/// The method as a label: one of the standard methods, else `OTHER`, so
+/// invented methods cannot add series or operations.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+/// `METHOD /route/template` of a request, from bounded labels only: what
+/// Jaeger lists as the operation and the `operation` label of the HTTP metrics.
+pub fn http_operation<B>(request: &axum::http::Request<B>) -> String {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+    format!("{} {route}", method_label(request.method()))
+}
+
 /// The server span of an HTTP request, continuing an incoming `traceparent`.
-/// Named `METHOD /route/template`, what Jaeger lists as the operation.
+/// Named by [`http_operation`].
 pub fn http_server_span(request: &axum::http::Request<axum::body::Body>) -> Span {
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str);
+        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
     let span = tracing::info_span!(
         "http request",
-        otel.name = %format!("{} {route}", request.method()),
+        otel.name = %http_operation(request),
         otel.kind = "server",
         http.request.method = %request.method(),
         http.route = route,
@@ -58,4 +88,27 @@ fn record_status(response: &Response, latency: std::time::Duration, span: &Span)
         latency_ms = latency.as_millis(),
         "request finished"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invented_methods_and_unmatched_paths_share_one_label() {
+        let request = |method: &str, path: &str| {
+            axum::http::Request::builder()
+                .method(method)
+                .uri(path)
+                .body(())
+                .expect("request")
+        };
+        assert_eq!(http_operation(&request("GET", "/x/1")), "GET unmatched");
+        assert_eq!(
+            http_operation(&request("BREW", "/pot/9")),
+            "OTHER unmatched"
+        );
+        assert_eq!(http_operation(&request("patch", "/y")), "OTHER unmatched");
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
+    }
 }

@@ -5,7 +5,7 @@ use std::{sync::OnceLock, time::Instant};
 
 use axum::{
     Router,
-    extract::{MatchedPath, Request, State},
+    extract::{Request, State},
     middleware::Next,
     response::{IntoResponse, Response},
     routing::get,
@@ -65,18 +65,15 @@ pub fn metrics_router() -> Router {
 }
 
 /// Middleware recording `catga_requests_total` and `catga_request_duration`
-/// per route template (never the raw path, so cardinality stays bounded).
+/// per route template and standard method (never the raw path or an invented
+/// method, so hostile traffic cannot grow `/metrics`).
 pub async fn record_http_metrics(
     State(service): State<&'static str>,
     request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let method = request.method().as_str().to_owned();
+    let operation = super::http::http_operation(&request);
     let response = next.run(request).await;
     let status = response.status();
     let outcome = if status.is_server_error() {
@@ -86,7 +83,6 @@ pub async fn record_http_metrics(
     } else {
         "success"
     };
-    let operation = format!("{method} {route}");
     metrics::counter!(names::REQUESTS_TOTAL, "service" => service, "kind" => "http", "operation" => operation.clone(), "outcome" => outcome, "status" => status.as_u16().to_string())
         .increment(1);
     metrics::histogram!(names::REQUEST_DURATION, "service" => service, "kind" => "http", "operation" => operation)

@@ -16,7 +16,7 @@ use catga_core::{
     contracts::headers,
     domain::{OrderId, OrderStatus, ValidationError},
     error::Chain,
-    http::Problem,
+    http::{BodyError, Problem},
     idempotency::IdempotencyError,
     messaging::MessagingError,
     store::StoreError,
@@ -38,6 +38,9 @@ pub enum ApiError {
     PayloadTooLarge(#[source] BytesRejection),
     #[error("cannot read the request body")]
     UnreadableBody(#[source] BytesRejection),
+    /// The body came too slowly, or broke off, before any handler ran.
+    #[error("request body")]
+    Body(#[from] BodyError),
     #[error("malformed JSON")]
     MalformedJson(#[source] serde_json::Error),
     #[error("the body does not match the schema")]
@@ -78,6 +81,10 @@ pub enum ApiError {
     NoSuchRoute,
     #[error("method not allowed")]
     MethodNotAllowed,
+
+    /// The caller is over `Http__RateLimitPerSecond`; it may come back after `wait`.
+    #[error("rate limit exceeded; retry in {wait:?}")]
+    RateLimited { wait: Duration },
 
     // We cannot answer now (503) or at all (500).
     #[error("too many requests in flight")]
@@ -122,6 +129,17 @@ impl ApiError {
                 "Cannot read the request body",
             )
             .detail(rejection.body_text()),
+            ApiError::Body(err @ BodyError::TimedOut(_)) => Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "request-timeout",
+                "The request body came too slowly",
+            )
+            .detail(err.to_string()),
+            ApiError::Body(BodyError::Unreadable(_)) => Problem::new(
+                StatusCode::BAD_REQUEST,
+                "bad-request",
+                "Cannot read the request body",
+            ),
             ApiError::MalformedJson(source) => {
                 Problem::new(StatusCode::BAD_REQUEST, "malformed-json", "Malformed JSON")
                     .detail(source.to_string())
@@ -218,6 +236,14 @@ impl ApiError {
                 "method-not-allowed",
                 "Method not allowed on this resource",
             ),
+            ApiError::RateLimited { wait } => Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too-many-requests",
+                "Too many requests",
+            )
+            .detail("this caller is over its request rate; retry after the time given")
+            // Whole seconds, rounded up: never `0`, which would invite an immediate retry.
+            .retry_after(u32::try_from(wait.as_millis().div_ceil(1000).max(1)).unwrap_or(u32::MAX)),
             ApiError::Overloaded => Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
@@ -317,6 +343,20 @@ mod tests {
                 Some("2"),
             ),
             (ApiError::Overloaded, 503, Some("1")),
+            (
+                ApiError::RateLimited {
+                    wait: Duration::from_millis(1200),
+                },
+                429,
+                Some("2"),
+            ),
+            (
+                ApiError::RateLimited {
+                    wait: Duration::from_millis(3),
+                },
+                429,
+                Some("1"),
+            ),
             (ApiError::RequestInFlight, 409, Some("1")),
             (ApiError::IdempotencyKeyReused, 422, None),
             (ApiError::Panicked("boom".to_owned()), 500, None),

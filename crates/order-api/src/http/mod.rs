@@ -9,15 +9,17 @@ mod idempotency;
 pub mod openapi;
 mod orders;
 mod products;
+mod rate_limit;
 
 use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
     error_handling::HandleErrorLayer,
-    extract::DefaultBodyLimit,
+    extract::{DefaultBodyLimit, Request, State},
     http::StatusCode,
-    response::IntoResponse,
+    middleware::Next,
+    response::{IntoResponse, Response},
     routing::{get, post, put},
 };
 use catga_core::{
@@ -32,6 +34,7 @@ use tower_http::{catch_panic::CatchPanicLayer, timeout::TimeoutLayer};
 pub use error::{ApiError, RETRY_AFTER_SECONDS};
 pub use orders::{CreateOrderRequest, OrderItemRequest, OrderPage};
 pub use products::ProductUpsert;
+pub use rate_limit::{RateLimit, RateLimitSettings};
 
 /// Longest any request may take; the answer is then 503 with `Retry-After`.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,13 +55,19 @@ pub struct AppState {
     /// behind it.
     pub authenticator: Authenticator,
     pub max_body_bytes: usize,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
     /// API requests handled at once (health and metrics are not counted).
     pub max_concurrent_requests: usize,
+    /// Requests per caller; `None` when off.
+    pub rate_limit: Option<Arc<RateLimit>>,
 }
 
-/// The order-api application: API, OpenAPI document, health and metrics.
-pub fn app(state: AppState, health: Health) -> Router {
-    let max_body_bytes = state.max_body_bytes;
+/// The public order-api application: the API and its OpenAPI document. The
+/// probes and `/metrics` are on [`ops_app`], served on another port.
+pub fn app(state: AppState) -> Router {
+    let (max_body_bytes, body_timeout) = (state.max_body_bytes, state.body_timeout);
+    let rate_limit = state.rate_limit.clone();
     // One limit for the whole API, shared by every route; an overload is
     // answered 503 at once (load shedding) rather than queued without bound.
     let admission = ServiceBuilder::new()
@@ -84,10 +93,22 @@ pub fn app(state: AppState, health: Health) -> Router {
         .merge(protected)
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(admission);
+        .layer(admission)
+        // Outside the admission limit: a slow body is waited for without
+        // holding a permit, so slow clients cannot starve fast ones.
+        .layer(axum::middleware::from_fn_with_state(
+            (max_body_bytes, body_timeout),
+            read_body_first,
+        ));
+    // Outermost: a flood is refused before its bodies are read.
+    let api = match rate_limit {
+        Some(limit) => api.layer(axum::middleware::from_fn_with_state(
+            limit,
+            rate_limit::limit_per_caller,
+        )),
+        None => api,
+    };
     api.merge(docs::router())
-        .merge(catga_core::health::router(health))
-        .merge(telemetry::metrics_router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -102,6 +123,23 @@ pub fn app(state: AppState, health: Health) -> Router {
             ApiError::panicked(panic).into_response()
         }))
         .layer(telemetry::http_trace_layer())
+}
+
+/// Reads the whole body (within `Http__BodyTimeoutSeconds`) before the
+/// request goes on.
+async fn read_body_first(
+    State((max_body_bytes, body_timeout)): State<(usize, Duration)>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let request = catga_core::http::read_body_within(request, max_body_bytes, body_timeout).await?;
+    Ok(next.run(request).await)
+}
+
+/// `/health/*` (with each dependency's state) and `/metrics`, for the kubelet
+/// and Prometheus on `Http__OpsPort`: not reachable through the LoadBalancer.
+pub fn ops_app(health: Health) -> Router {
+    catga_core::service::ops_router(health, services::ORDER_API)
 }
 
 /// More API requests in flight than `Http__MaxConcurrentRequests`. Counted

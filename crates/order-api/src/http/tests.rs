@@ -18,7 +18,7 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use super::{AppState, app, openapi::ApiDoc};
+use super::{AppState, app, openapi::ApiDoc, ops_app};
 use crate::auth::{AuthSettings, Authenticator, JwtSecret, Validator, token::TokenSigner};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
@@ -40,10 +40,11 @@ fn bearer(subject: &str, admin: bool) -> String {
 }
 
 async fn test_app(idempotency: bool, authenticated: bool) -> Router {
-    app(
-        test_state(idempotency, authenticated).await,
-        Health::new("order-api", Vec::new()),
-    )
+    app(test_state(idempotency, authenticated).await)
+}
+
+fn test_ops_app() -> Router {
+    ops_app(Health::new("order-api", Vec::new()))
 }
 
 async fn test_state(idempotency: bool, authenticated: bool) -> AppState {
@@ -66,6 +67,8 @@ async fn test_state(idempotency: bool, authenticated: bool) -> AppState {
             Authenticator::Anonymous
         },
         max_body_bytes: 4096,
+        body_timeout: Duration::from_secs(10),
+        rate_limit: None,
         max_concurrent_requests: 64,
     }
 }
@@ -389,13 +392,19 @@ async fn wrong_methods_and_health() {
     let (status, content_type, _) = call(&app, Method::DELETE, "/api/orders", None, &[]).await;
     assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(content_type, "application/problem+json");
+    let ops = test_ops_app();
     for path in ["/health", "/health/live", "/health/ready"] {
-        let (status, _, body) = call(&app, Method::GET, path, None, &[]).await;
+        let (status, _, body) = call(&ops, Method::GET, path, None, &[]).await;
         assert_eq!(status, StatusCode::OK, "{path}");
         assert_eq!(body["service"], "order-api");
     }
-    let (status, _, _) = call(&app, Method::GET, "/metrics", None, &[]).await;
+    let (status, _, _) = call(&ops, Method::GET, "/metrics", None, &[]).await;
     assert_eq!(status, StatusCode::OK);
+    // Not on the public port.
+    for path in ["/health", "/health/ready", "/metrics"] {
+        let (status, _, _) = call(&app, Method::GET, path, None, &[]).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+    }
 }
 
 /// A broker that holds every publish until released: requests stay in flight.
@@ -418,7 +427,7 @@ async fn requests_over_the_concurrency_limit_are_shed_and_probes_still_answer() 
     let mut state = test_state(false, false).await;
     state.publisher = Arc::new(HeldPublisher(release.clone()));
     state.max_concurrent_requests = 1;
-    let app = app(state, Health::new("order-api", Vec::new()));
+    let app = app(state);
     let order = json!({"customerId": "c-1", "items": [{"productId": "PROD-001", "quantity": 1}]});
 
     let first = tokio::spawn({
@@ -452,9 +461,10 @@ async fn requests_over_the_concurrency_limit_are_shed_and_probes_still_answer() 
         "{body}"
     );
 
-    let (status, _, _) = call(&app, Method::GET, "/health/live", None, &[]).await;
+    let ops = test_ops_app();
+    let (status, _, _) = call(&ops, Method::GET, "/health/live", None, &[]).await;
     assert_eq!(status, StatusCode::OK, "probes are outside the limit");
-    let (status, _, _) = call(&app, Method::GET, "/metrics", None, &[]).await;
+    let (status, _, _) = call(&ops, Method::GET, "/metrics", None, &[]).await;
     assert_eq!(status, StatusCode::OK, "metrics are outside the limit");
 
     release.notify_one();
@@ -470,7 +480,7 @@ async fn a_key_in_flight_is_refused_then_its_answer_replayed() {
     let mut state = test_state(true, false).await;
     state.publisher = Arc::new(HeldPublisher(release.clone()));
     let store = state.store.clone();
-    let app = app(state, Health::new("order-api", Vec::new()));
+    let app = app(state);
     let key = [("idempotency-key", "in-flight-1")];
 
     let first = tokio::spawn({
