@@ -172,7 +172,8 @@ async fn a_distributed_order_api_needs_an_auth_setting_or_says_it_runs_open() {
         (keys::NATS_URL, "nats://127.0.0.1:1"),
         (keys::REDIS_CONFIGURATION, "127.0.0.1:1"),
         (keys::AUTH_ALLOW_ANONYMOUS, "true"),
-        ("Http__Port", &catga_tests::free_port().to_string()),
+        (keys::HTTP_PORT, &catga_tests::free_port().to_string()),
+        (keys::HTTP_OPS_PORT, &catga_tests::free_port().to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -194,9 +195,10 @@ async fn tokens_get_503_until_the_identity_providers_keys_arrive() {
     let key = SigningKey::ec("late-key");
     let provider = IdentityProvider::start(&[]).await;
     let logs = tempfile::TempDir::new().expect("dir");
-    let port = catga_tests::free_port();
+    let (port, ops_port) = (catga_tests::free_port(), catga_tests::free_port());
     let env: HashMap<String, String> = [
-        ("Http__Port", port.to_string()),
+        (keys::HTTP_PORT, port.to_string()),
+        (keys::HTTP_OPS_PORT, ops_port.to_string()),
         (keys::AUTH_AUTHORITY, provider.issuer.clone()),
         (keys::AUTH_AUDIENCE, catga_tests::TEST_AUDIENCE.to_owned()),
     ]
@@ -223,7 +225,8 @@ async fn tokens_get_503_until_the_identity_providers_keys_arrive() {
     let early = customer.get("/api/orders").await;
     assert_eq!(early.status, 503, "{:?}\n{}", early.body, process.logs());
     assert!(early.header("retry-after").is_some());
-    assert_eq!(customer.get("/health/live").await.status, 200);
+    let ops = catga_tests::Api::new(format!("http://127.0.0.1:{ops_port}"));
+    assert_eq!(ops.get("/health/live").await.status, 200);
 
     provider.publish(&[&key]);
     eventually(

@@ -13,7 +13,8 @@ async fn an_order_is_placed_through_the_api_page_with_a_token() {
     let dir = tempfile::TempDir::new().expect("dir");
     let port = free_port();
     let env: HashMap<String, String> = [
-        ("Http__Port".to_owned(), port.to_string()),
+        (keys::HTTP_PORT.to_owned(), port.to_string()),
+        (keys::HTTP_OPS_PORT.to_owned(), free_port().to_string()),
         (keys::JWT_SECRET.to_owned(), JWT_SECRET.to_owned()),
     ]
     .into();

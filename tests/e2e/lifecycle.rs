@@ -3,6 +3,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use catga_core::config::keys;
 use catga_tests::{Api, Service, System, binary, eventually, free_port};
 
 /// order-api's readiness does not wait for its dependencies: `/health` does.
@@ -179,8 +180,8 @@ async fn embedded_mode_runs_the_whole_flow_in_one_process() {
     let logs = tempfile::TempDir::new().expect("dir");
     let port = free_port();
     let env: HashMap<String, String> = [
-        ("Http__Port".to_owned(), port.to_string()),
-        ("Http__OpsPort".to_owned(), free_port().to_string()),
+        (keys::HTTP_PORT.to_owned(), port.to_string()),
+        (keys::HTTP_OPS_PORT.to_owned(), free_port().to_string()),
     ]
     .into();
     let process = catga_tests::Process::spawn(
