@@ -229,7 +229,9 @@ pub trait OrderQueries: Send + Sync + 'static {
 pub trait CommandApplier: Send + Sync + 'static {
     /// Reserves the stock of every line or of none: `Confirmed` or `Rejected`
     /// with the reason. Creates the order first if it is missing (its pending
-    /// record was discarded while the command was already durable).
+    /// record was discarded while the command was already durable). A
+    /// command naming an unknown product, or one product on two lines, is
+    /// refused with [`StoreError::InvalidCommand`] and changes nothing.
     async fn apply_place(&self, command: &PlaceOrder) -> Result<Applied, StoreError>;
 
     /// Cancels a `Pending` or `Confirmed` order, releasing a confirmed order's
