@@ -10,6 +10,7 @@
 //! same real servers.
 
 mod broker;
+mod capacity;
 mod errors;
 mod failover;
 mod idempotency;

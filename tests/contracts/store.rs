@@ -3,9 +3,9 @@
 //! `crates/catga-core/src/store/README.md`.
 
 use catga_core::{
-    contracts::{CancelOrder, PlaceOrder},
+    contracts::{CancelOrder, PlaceOrder, redis_keys},
     domain::{OrderDraft, OrderId, OrderStatus, PricedItem, Product},
-    store::{Applied, CancelApplied, Effect, MemoryStore, OrderStore},
+    store::{Applied, CancelApplied, Effect, MemoryStore, OrderStore, StoreError},
 };
 use catga_tests::Redis;
 use rust_decimal::Decimal;
@@ -20,6 +20,52 @@ async fn redis_store_keeps_the_contract() {
     let redis = Redis::start().await;
     let store = crate::redis_store(&redis);
     order_store_contract(&store).await;
+
+    // Listings skip an index entry whose order is gone, so that retention
+    // leaves no entry behind is checked on the keys themselves.
+    let swept = final_orders_past_retention_are_removed_and_pending_ones_stay(&store).await;
+    let mut raw = redis::Client::open(format!("redis://{}", redis.configuration()))
+        .expect("client")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let customer_index = format!(
+        "{}{}",
+        redis_keys::CUSTOMER_ORDER_INDEX_PREFIX,
+        swept.customer
+    );
+    let indexes = [
+        redis_keys::ORDER_INDEX,
+        customer_index.as_str(),
+        redis_keys::PENDING_ORDERS,
+        redis_keys::FINAL_ORDERS,
+    ];
+    for order_id in &swept.removed {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(format!("{}{order_id}", redis_keys::ORDER_PREFIX))
+            .query_async(&mut raw)
+            .await
+            .expect("EXISTS");
+        assert!(!exists, "order {order_id} removed");
+        for index in indexes {
+            let score: Option<f64> = redis::cmd("ZSCORE")
+                .arg(index)
+                .arg(order_id.to_string())
+                .query_async(&mut raw)
+                .await
+                .expect("ZSCORE");
+            assert_eq!(score, None, "order {order_id} left behind in {index}");
+        }
+    }
+    for index in &indexes[..3] {
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg(*index)
+            .arg(swept.pending.to_string())
+            .query_async(&mut raw)
+            .await
+            .expect("ZSCORE");
+        assert!(score.is_some(), "pending order kept in {index}");
+    }
 }
 
 /// Runs every rule against `store`, which must be empty.
@@ -34,6 +80,103 @@ pub async fn order_store_contract(store: &dyn OrderStore) {
     orders_are_listed_newest_first_page_by_page(store).await;
     each_customers_orders_are_listed_from_their_own_index(store).await;
     overdue_pending_orders_are_found_until_they_move_on(store).await;
+    // Last: it removes every final order the rules above left.
+    final_orders_past_retention_are_removed_and_pending_ones_stay(store).await;
+}
+
+/// The orders a retention sweep removed, and the pending one it kept, all of
+/// one customer.
+struct Swept {
+    customer: String,
+    removed: Vec<OrderId>,
+    pending: OrderId,
+}
+
+/// Removes every final order past `final_before`, batch by batch.
+async fn sweep(store: &dyn OrderStore, final_before: time::OffsetDateTime) {
+    while store
+        .remove_final_before(final_before, 2)
+        .await
+        .expect("sweep")
+        == 2
+    {}
+}
+
+/// Retention with a short setting (the sweep's cut-off is "now"): final
+/// orders (Confirmed, Rejected, Cancelled) go with their index entries, a
+/// pending order stays, and nothing goes before its retention has passed.
+async fn final_orders_past_retention_are_removed_and_pending_ones_stay(
+    store: &dyn OrderStore,
+) -> Swept {
+    let before_any = time::OffsetDateTime::now_utc() - time::Duration::seconds(1);
+    let customer = format!("retention-{}", OrderId::new());
+    let ours = |order_id: OrderId, items| PlaceOrder {
+        customer_id: customer.clone(),
+        ..place(order_id, items)
+    };
+    let pending = draft(OrderId::new(), &customer);
+    store.create_pending(&pending).await.expect("pending");
+    let confirmed = ours(OrderId::new(), vec![line(KEYBOARD, 1)]);
+    let too_many = u32::try_from(stock(store, MOUSE).await + 1).expect("small");
+    let rejected = ours(OrderId::new(), vec![line(MOUSE, too_many)]);
+    let cancelled_order = ours(OrderId::new(), vec![line(KEYBOARD, 1)]);
+    for command in [&confirmed, &rejected, &cancelled_order] {
+        store.apply_place(command).await.expect("placed");
+    }
+    cancelled(store, cancelled_order.order_id).await;
+    let removed = vec![
+        confirmed.order_id,
+        rejected.order_id,
+        cancelled_order.order_id,
+    ];
+    assert_eq!(
+        status(store, &rejected.order_id).await,
+        Some(OrderStatus::Rejected)
+    );
+
+    sweep(store, before_any).await;
+    for order_id in &removed {
+        assert!(
+            status(store, order_id).await.is_some(),
+            "kept until its retention has passed"
+        );
+    }
+
+    sweep(
+        store,
+        time::OffsetDateTime::now_utc() + time::Duration::seconds(1),
+    )
+    .await;
+    for order_id in &removed {
+        assert_eq!(status(store, order_id).await, None, "{order_id} removed");
+    }
+    assert_eq!(
+        status(store, &pending.order_id).await,
+        Some(OrderStatus::Pending),
+        "a pending order is never removed by retention"
+    );
+    let listed: Vec<OrderId> = store
+        .list_customer_orders(&customer, 100, None)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| o.order_id)
+        .collect();
+    assert_eq!(listed, vec![pending.order_id]);
+    let all: Vec<OrderId> = store
+        .list_orders(10_000, None)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| o.order_id)
+        .collect();
+    assert!(all.contains(&pending.order_id));
+    assert!(removed.iter().all(|id| !all.contains(id)));
+    Swept {
+        customer,
+        removed,
+        pending: pending.order_id,
+    }
 }
 
 /// What order-api's re-publisher relies on (no orphan orders).
@@ -287,16 +430,7 @@ async fn stock_is_reserved_for_all_lines_or_none(store: &dyn OrderStore) {
     assert_eq!(order.status, OrderStatus::Rejected);
     assert_eq!(order.reason.as_deref(), Some(expected.as_str()));
 
-    let unknown = OrderId::new();
-    let applied = store
-        .apply_place(&place(unknown, vec![line(KEYBOARD, 1), line("CT-NONE", 1)]))
-        .await
-        .expect("place");
-    assert_eq!(
-        applied.effect,
-        transitioned(OrderStatus::Rejected, Some("unknown product CT-NONE"))
-    );
-    assert_eq!(stock(store, KEYBOARD).await, keyboards);
+    invalid_commands_are_refused_and_change_nothing(store, keyboards).await;
 
     let exact = OrderId::new();
     let applied = store
@@ -316,6 +450,50 @@ async fn stock_is_reserved_for_all_lines_or_none(store: &dyn OrderStore) {
         "every line is reserved; stock may reach zero, never below"
     );
     cancelled(store, exact).await;
+}
+
+/// A command naming an unknown product, or one product on two lines (which
+/// would pass the stock check once per line), is refused before any write.
+async fn invalid_commands_are_refused_and_change_nothing(store: &dyn OrderStore, keyboards: i64) {
+    let unknown = place(OrderId::new(), vec![line(KEYBOARD, 1), line("CT-NONE", 1)]);
+    let repeated = place(
+        OrderId::new(),
+        vec![
+            line(KEYBOARD, u32::try_from(keyboards).expect("small")),
+            line(KEYBOARD, 1),
+        ],
+    );
+    for (command, expected) in [
+        (&unknown, "unknown product CT-NONE".to_owned()),
+        (
+            &repeated,
+            format!("product {KEYBOARD} is on more than one line"),
+        ),
+    ] {
+        for _ in 0..2 {
+            let refused = store.apply_place(command).await.expect_err("refused");
+            assert!(
+                matches!(&refused, StoreError::InvalidCommand(reason) if *reason == expected),
+                "{refused:?}"
+            );
+            assert!(!refused.is_transient());
+        }
+        assert_eq!(stock(store, KEYBOARD).await, keyboards, "no stock taken");
+        assert_eq!(
+            store.order(&command.order_id).await.expect("read"),
+            None,
+            "no order recorded"
+        );
+    }
+    assert!(
+        store
+            .list_customer_orders("contract", 10_000, None)
+            .await
+            .expect("list")
+            .iter()
+            .all(|o| o.order_id != unknown.order_id && o.order_id != repeated.order_id),
+        "no index entry"
+    );
 }
 
 async fn a_command_id_takes_effect_at_most_once_and_replays_its_outcome(store: &dyn OrderStore) {
@@ -434,8 +612,9 @@ async fn cancelling_releases_the_stock_of_a_confirmed_order_only(store: &dyn Ord
 
     // Rejected is final.
     let rejected = OrderId::new();
+    let too_many = u32::try_from(stock(store, KEYBOARD).await + 1).expect("small");
     store
-        .apply_place(&place(rejected, vec![line("CT-NONE", 1)]))
+        .apply_place(&place(rejected, vec![line(KEYBOARD, too_many)]))
         .await
         .expect("place");
     assert_eq!(

@@ -77,45 +77,7 @@ async fn poison_and_duplicate_commands() {
     .await
     .expect("stored");
 
-    let dead = js
-        .get_stream(streams::DEAD_LETTERS)
-        .await
-        .expect("dead-letter stream");
-    let letters = eventually("two dead letters", Duration::from_secs(15), || {
-        let dead = dead.clone();
-        async move {
-            let mut info = dead.clone();
-            let count = info.info().await.ok()?.state.messages;
-            (count >= 2).then_some(count)
-        }
-    })
-    .await;
-    assert_eq!(letters, 2);
-    let consumer = dead
-        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
-        .await
-        .expect("consumer");
-    let mut batch = consumer
-        .fetch()
-        .max_messages(2)
-        .messages()
-        .await
-        .expect("fetch");
-    let mut reasons = Vec::new();
-    while let Some(Ok(message)) = batch.next().await {
-        let headers = message.headers.clone().expect("headers");
-        let reason = headers
-            .get(headers::DEAD_LETTER_REASON)
-            .expect("reason")
-            .to_string();
-        let original = headers
-            .get(headers::DEAD_LETTER_SUBJECT)
-            .expect("subject")
-            .to_string();
-        assert!(headers.get(headers::DEAD_LETTER_DELIVERIES).is_some());
-        reasons.push((original, reason));
-    }
-    reasons.sort();
+    let reasons = dead_letters(&js, 2).await;
     assert!(
         reasons[0].0 == subjects::PLACE_ORDER && reasons[0].1.contains("undecodable"),
         "{reasons:?}"
@@ -147,4 +109,130 @@ async fn poison_and_duplicate_commands() {
     )
     .await;
     assert_eq!(dead_lettered, 2.0);
+}
+
+/// NATS takes commands from any publisher: order-service applies only a
+/// command order-api could have sent. Each forged one is dead-lettered with
+/// its reason and changes no stock; an honest order still goes through.
+#[tokio::test]
+async fn forged_commands_are_dead_lettered_and_change_no_stock() {
+    let system = System::start().await;
+    let api = system.client();
+    let js = system.nats.jetstream().await;
+    let stock_before = api.product("PROD-003").await["stock"].clone();
+    let hub = |quantity: u32| serde_json::json!({"productId": "PROD-003", "productName": "USB-C Hub", "quantity": quantity, "unitPrice": 89.0});
+    let forged = [
+        // The stock check counts each line alone: 150 + 150 of the 200 hubs.
+        (
+            vec![hub(150), hub(150)],
+            "26700.00",
+            "appears more than once",
+        ),
+        (vec![hub(1)], "0.01", "totalAmount must be 89"),
+        (
+            vec![
+                serde_json::json!({"productId": "PROD-404", "productName": "Nothing", "quantity": 1, "unitPrice": 1.0}),
+            ],
+            "1.00",
+            "unknown product PROD-404",
+        ),
+    ];
+    let mut forged_ids = Vec::new();
+    for (items, total, _) in &forged {
+        let order_id = catga_core::domain::OrderId::new();
+        forged_ids.push(order_id);
+        let command = serde_json::json!({
+            "commandId": format!("place:{order_id}"),
+            "orderId": order_id,
+            "customerId": "c-forger",
+            "items": items,
+            "totalAmount": total,
+            "createdAt": "2026-01-01T00:00:00Z",
+        });
+        js.send_publish(
+            subjects::PLACE_ORDER,
+            Publish::build()
+                .payload(serde_json::to_vec(&command).expect("json").into())
+                .message_id(format!("forged:{order_id}")),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+    }
+
+    let letters = dead_letters(&js, 3).await;
+    assert!(
+        letters
+            .iter()
+            .all(|(subject, _)| subject == subjects::PLACE_ORDER),
+        "{letters:?}"
+    );
+    let reasons: Vec<&String> = letters.iter().map(|(_, reason)| reason).collect();
+    for (_, _, why) in &forged {
+        assert!(
+            reasons.iter().any(|reason| reason.contains(why)),
+            "no dead letter says {why:?}: {reasons:?}"
+        );
+    }
+    assert_eq!(api.product("PROD-003").await["stock"], stock_before);
+    for order_id in forged_ids {
+        let reply = api.get(&format!("/api/orders/{order_id}")).await;
+        assert_eq!(reply.status, 404, "forged order {order_id} was recorded");
+    }
+
+    let reply = api.place("c-honest", &[("PROD-003", 2)]).await;
+    assert_eq!(reply.status, 202);
+    let order_id = reply.body["orderId"].as_str().expect("id");
+    assert_eq!(api.final_state(order_id).await["status"], "Confirmed");
+    assert_eq!(
+        api.product("PROD-003").await["stock"],
+        stock_before.as_i64().expect("stock") - 2
+    );
+}
+
+/// Waits for exactly `expected` dead letters and reads them: (original
+/// subject, reason) each, sorted.
+async fn dead_letters(js: &async_nats::jetstream::Context, expected: u64) -> Vec<(String, String)> {
+    let dead = js
+        .get_stream(streams::DEAD_LETTERS)
+        .await
+        .expect("dead-letter stream");
+    let letters = eventually("the dead letters", Duration::from_secs(15), || {
+        let mut info = dead.clone();
+        async move {
+            let count = info.info().await.ok()?.state.messages;
+            (count >= expected).then_some(count)
+        }
+    })
+    .await;
+    assert_eq!(letters, expected);
+    let consumer = dead
+        .create_consumer(async_nats::jetstream::consumer::pull::Config::default())
+        .await
+        .expect("consumer");
+    let wanted = usize::try_from(expected).expect("small");
+    let mut batch = consumer
+        .fetch()
+        .max_messages(wanted)
+        .messages()
+        .await
+        .expect("fetch");
+    let mut reasons = Vec::new();
+    while let Some(Ok(message)) = batch.next().await {
+        let headers = message.headers.clone().expect("headers");
+        let reason = headers
+            .get(headers::DEAD_LETTER_REASON)
+            .expect("reason")
+            .to_string();
+        let original = headers
+            .get(headers::DEAD_LETTER_SUBJECT)
+            .expect("subject")
+            .to_string();
+        assert!(headers.get(headers::DEAD_LETTER_DELIVERIES).is_some());
+        reasons.push((original, reason));
+    }
+    reasons.sort();
+    assert_eq!(reasons.len(), wanted, "{reasons:?}");
+    reasons
 }

@@ -7,7 +7,9 @@
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{OrderDraft, OrderId, OrderStatus, PricedItem};
+use crate::domain::{
+    self, OrderDraft, OrderId, OrderStatus, PricedItem, RequestedItem, ValidationError, limits,
+};
 
 /// JetStream streams and the subjects they capture.
 pub mod streams {
@@ -78,6 +80,9 @@ pub mod redis_keys {
     /// Sorted set of order ids by creation time (Unix ms) whose command may not
     /// be durable yet; order-api re-publishes those still pending when overdue.
     pub const PENDING_ORDERS: &str = "catga:orders:pending";
+    /// Sorted set of final order ids by the time (Unix ms) they became final
+    /// (Confirmed, Rejected, Cancelled): what retention walks, oldest first.
+    pub const FINAL_ORDERS: &str = "catga:orders:final";
     /// Outcome of an applied command, keyed by command id: the command idempotency record.
     pub const PROCESSED_PREFIX: &str = "catga:processed:";
     /// HTTP `Idempotency-Key` records.
@@ -155,13 +160,74 @@ impl PlaceOrder {
     /// may never have reached the stream.
     pub fn from_draft(draft: &OrderDraft) -> Self {
         Self {
-            command_id: format!("place:{}", draft.order_id),
+            command_id: Self::command_id_for(&draft.order_id),
             order_id: draft.order_id,
             customer_id: draft.customer_id.clone(),
             items: draft.items.clone(),
             total_amount: draft.total_amount,
             created_at: draft.created_at,
         }
+    }
+
+    /// The command id a place command must carry: one per order, so that a
+    /// redelivery (or a re-publish by order-api) is recognised.
+    pub fn command_id_for(order_id: &OrderId) -> String {
+        format!("place:{order_id}")
+    }
+
+    /// Checks what order-service can check without the store: the shape rules
+    /// order-api applied (`domain::validate_order_request`), a well-formed
+    /// command id, positive prices, and a total equal to the sum of its lines.
+    /// The unit prices are taken as the command states them: they are the
+    /// prices the customer was quoted at acceptance, and comparing them with
+    /// the catalog now would reject honest orders whenever a price changes
+    /// between acceptance and application. Whether the products exist is the
+    /// store's check, made in the same atomic step that reserves the stock.
+    pub fn validate(&self) -> Result<(), ValidationError> {
+        let expected_id = Self::command_id_for(&self.order_id);
+        if self.command_id != expected_id {
+            return Err(ValidationError::Inconsistent {
+                field: "commandId".to_owned(),
+                expected: expected_id,
+            });
+        }
+        let requested: Vec<RequestedItem> = self
+            .items
+            .iter()
+            .map(|item| RequestedItem::new(item.product_id.clone(), item.quantity))
+            .collect();
+        domain::validate_order_request(&self.customer_id, &requested)?;
+        let mut total = Decimal::ZERO;
+        for (index, item) in self.items.iter().enumerate() {
+            domain::validate_text(
+                &format!("items[{index}].productName"),
+                &item.product_name,
+                limits::MAX_NAME_LEN,
+            )?;
+            if item.unit_price <= Decimal::ZERO {
+                return Err(ValidationError::OutOfRange {
+                    field: format!("items[{index}].unitPrice"),
+                    min: "0.01".to_owned(),
+                    max: "any".to_owned(),
+                });
+            }
+            total = item
+                .unit_price
+                .checked_mul(Decimal::from(item.quantity))
+                .and_then(|line| total.checked_add(line))
+                .ok_or_else(|| ValidationError::OutOfRange {
+                    field: format!("items[{index}].unitPrice"),
+                    min: "0.01".to_owned(),
+                    max: "a representable total".to_owned(),
+                })?;
+        }
+        if self.total_amount != total {
+            return Err(ValidationError::Inconsistent {
+                field: "totalAmount".to_owned(),
+                expected: format!("{total} (the sum of its lines)"),
+            });
+        }
+        Ok(())
     }
 
     pub fn draft(&self) -> OrderDraft {
@@ -281,6 +347,86 @@ impl OrderEvent {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn line(product_id: &str, quantity: u32, cents: i64) -> PricedItem {
+        PricedItem {
+            product_id: product_id.to_owned(),
+            product_name: format!("{product_id} name"),
+            quantity,
+            unit_price: Decimal::new(cents, 2),
+        }
+    }
+
+    fn command(items: Vec<PricedItem>) -> PlaceOrder {
+        let order_id = OrderId::new();
+        PlaceOrder {
+            command_id: PlaceOrder::command_id_for(&order_id),
+            order_id,
+            customer_id: "c".to_owned(),
+            total_amount: items
+                .iter()
+                .map(|item| item.unit_price * Decimal::from(item.quantity))
+                .sum(),
+            items,
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn a_place_command_is_checked_line_by_line_and_against_its_total() {
+        let valid = command(vec![line("P1", 2, 1999), line("P2", 1, 4950)]);
+        assert_eq!(valid.validate(), Ok(()));
+        // The same value at another scale is the same total.
+        let rescaled = PlaceOrder {
+            total_amount: Decimal::new(8948000, 5),
+            ..valid.clone()
+        };
+        assert_eq!(rescaled.validate(), Ok(()));
+
+        let cases = [
+            (
+                command(vec![line("P1", 1, 1999), line("P1", 1, 1999)]),
+                "items[1].productId",
+            ),
+            (command(vec![line("P1", 0, 1999)]), "items[0].quantity"),
+            (command(vec![line("P1", 1001, 1999)]), "items[0].quantity"),
+            (command(vec![line("P1", 1, 0)]), "items[0].unitPrice"),
+            (command(vec![line(" ", 1, 1999)]), "items[0].productId"),
+            (command(vec![]), "items"),
+            (
+                PlaceOrder {
+                    total_amount: Decimal::new(1, 2),
+                    ..valid.clone()
+                },
+                "totalAmount",
+            ),
+            (
+                PlaceOrder {
+                    command_id: "place:another".to_owned(),
+                    ..valid.clone()
+                },
+                "commandId",
+            ),
+            (
+                PlaceOrder {
+                    customer_id: "x".repeat(65),
+                    ..valid.clone()
+                },
+                "customerId",
+            ),
+            (
+                command(vec![PricedItem {
+                    product_name: "n".repeat(201),
+                    ..line("P1", 1, 1999)
+                }]),
+                "items[0].productName",
+            ),
+        ];
+        for (command, field) in cases {
+            let err = command.validate().expect_err(field);
+            assert_eq!(err.field(), field, "{err}");
+        }
+    }
 
     #[test]
     fn each_event_kind_has_its_own_subject_and_the_status_name_on_the_wire() {

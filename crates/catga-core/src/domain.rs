@@ -19,6 +19,8 @@ pub mod limits {
     pub const MAX_ITEMS: usize = 50;
     pub const MAX_QUANTITY: u32 = 1_000;
     pub const MAX_ID_LEN: usize = 64;
+    /// Longest product name (catalog upserts, and the names a command carries).
+    pub const MAX_NAME_LEN: usize = 200;
     /// Most units of one product the store holds.
     pub const MAX_STOCK: i64 = 1_000_000_000;
 }
@@ -238,6 +240,9 @@ pub enum ValidationError {
     UnknownProduct { index: usize, product_id: String },
     #[error("{field} must have at most {max} decimal places")]
     PriceScale { field: String, max: u32 },
+    /// A value that must follow from others does not (a command's id, its total).
+    #[error("{field} must be {expected}")]
+    Inconsistent { field: String, expected: String },
 }
 
 impl ValidationError {
@@ -247,7 +252,8 @@ impl ValidationError {
             ValidationError::Empty { field }
             | ValidationError::TooLong { field, .. }
             | ValidationError::OutOfRange { field, .. }
-            | ValidationError::PriceScale { field, .. } => field.clone(),
+            | ValidationError::PriceScale { field, .. }
+            | ValidationError::Inconsistent { field, .. } => field.clone(),
             ValidationError::ItemCount => "items".to_owned(),
             ValidationError::DuplicateProduct { index, .. }
             | ValidationError::UnknownProduct { index, .. } => format!("items[{index}].productId"),

@@ -10,7 +10,7 @@ use rust_decimal::Decimal;
 
 /// Limits on what catalog administration may store.
 pub mod limits {
-    pub const MAX_NAME_LEN: usize = 200;
+    pub use catga_core::domain::limits::MAX_NAME_LEN;
     /// Largest unit price, so any order total stays well inside the range where
     /// the JSON number rendering is exact (fewer than 15 significant digits).
     pub const MAX_UNIT_PRICE: i64 = 1_000_000;

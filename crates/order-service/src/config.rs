@@ -1,7 +1,9 @@
 //! order-service settings.
 
+use std::time::Duration;
+
 use catga_core::config::{
-    CatgaSettings, CommonSettings, ConfigError, Env, NatsSettings, RedisSettings,
+    CatgaSettings, CommonSettings, ConfigError, Env, NatsSettings, RedisSettings, keys,
 };
 
 /// Default listen port for health and metrics.
@@ -15,6 +17,8 @@ pub struct Settings {
     pub nats: NatsSettings,
     pub redis: RedisSettings,
     pub catga: CatgaSettings,
+    /// How long a final order is kept (`Orders__RetentionDays`).
+    pub order_retention: Duration,
 }
 
 impl Settings {
@@ -26,6 +30,42 @@ impl Settings {
             common: CommonSettings::from_env(env, DEFAULT_PORT, DEFAULT_SERVICE_NAME)?,
             redis: RedisSettings::from_env(env)?,
             catga,
+            order_retention: retention_from_env(env)?,
         })
+    }
+}
+
+/// Final orders are kept this many days unless `Orders__RetentionDays` says otherwise.
+pub const DEFAULT_RETENTION_DAYS: u64 = 90;
+
+/// Whole days, 1 to 10 years: a retention under a day would remove orders
+/// their customers are still looking at.
+fn retention_from_env(env: &Env) -> Result<Duration, ConfigError> {
+    let days = env.number_in(
+        keys::ORDERS_RETENTION_DAYS,
+        DEFAULT_RETENTION_DAYS,
+        1..=3650,
+    )?;
+    Ok(Duration::from_secs(days * 24 * 3600))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_is_whole_days_and_named_when_wrong() {
+        let days =
+            |raw: &str| retention_from_env(&Env::from_pairs([(keys::ORDERS_RETENTION_DAYS, raw)]));
+        assert_eq!(
+            retention_from_env(&Env::from_pairs::<&str, &str>([])).expect("default"),
+            Duration::from_secs(90 * 24 * 3600)
+        );
+        assert_eq!(days("7").expect("7"), Duration::from_secs(7 * 24 * 3600));
+        for wrong in ["0", "-1", "1.5", "forever", "3651"] {
+            let err = days(wrong).expect_err(wrong).to_string();
+            assert!(err.contains(keys::ORDERS_RETENTION_DAYS), "{err}");
+            assert!(!err.contains('\n'), "one line: {err}");
+        }
     }
 }

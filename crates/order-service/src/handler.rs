@@ -32,6 +32,13 @@ impl CommandHandler {
     }
 
     async fn place(&self, command: PlaceOrder) -> Result<(), HandleError> {
+        // NATS takes commands from any publisher: a command is applied only if
+        // order-api could have sent it. Whether its products exist is checked
+        // by the store, atomically with the reservation.
+        command.validate().map_err(|err| {
+            HandleError::permanent(format!("invalid place command {}", command.command_id))
+                .caused_by(err)
+        })?;
         let applied = self.store.apply_place(&command).await?;
         // A crash after the effect is stored and before its event is published.
         fail::fail_point!("catga::after-apply");
@@ -305,6 +312,39 @@ mod tests {
         assert_eq!(stock, 200);
         let last = events(&recorder).pop().expect("event");
         assert_eq!(last.0, format!("{order_id}:Cancelled"));
+    }
+
+    #[tokio::test]
+    async fn forged_place_commands_are_permanent_failures_and_change_nothing() {
+        let (store, recorder, handler) = setup().await;
+        let mut repeated = place(OrderId::new(), 150);
+        repeated.items.push(repeated.items[0].clone());
+        repeated.total_amount *= Decimal::from(2);
+        let mut wrong_total = place(OrderId::new(), 1);
+        wrong_total.total_amount = Decimal::new(1, 2);
+        let mut unknown = place(OrderId::new(), 1);
+        unknown.items[0].product_id = "PROD-404".into();
+        for (command, why) in [
+            (&repeated, "appears more than once"),
+            (&wrong_total, "totalAmount must be 89"),
+            (&unknown, "unknown product PROD-404"),
+        ] {
+            let payload = serde_json::to_vec(command).expect("json");
+            let err = handler
+                .handle(&delivery(subjects::PLACE_ORDER, payload))
+                .await
+                .expect_err("refused");
+            assert!(!err.is_transient(), "{err}");
+            let chain = catga_core::error::Chain(&err).to_string();
+            assert!(chain.contains(why), "{chain}");
+            assert_eq!(store.order(&command.order_id).await.expect("read"), None);
+        }
+        let stock = store.products_by_id(&["PROD-003"]).await.expect("read")[0]
+            .as_ref()
+            .expect("exists")
+            .stock;
+        assert_eq!(stock, 200, "no stock taken");
+        assert!(events(&recorder).is_empty());
     }
 
     #[tokio::test]

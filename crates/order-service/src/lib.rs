@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod handler;
+pub mod retention;
 
 use std::{sync::Arc, time::Duration};
 
@@ -57,6 +58,14 @@ pub async fn run(
     )
     .await?;
     let handler = CommandHandler::new(connections.store.clone(), connections.broker.clone());
+    connections.tasks.spawn(
+        "remove final orders past their retention",
+        retention::sweep_until_shutdown(
+            connections.store.clone(),
+            settings.order_retention,
+            shutdown.clone(),
+        ),
+    );
     let spec = consumer_spec(&settings.nats);
     let ops = OpsServer::start(
         listener,

@@ -23,6 +23,9 @@ pub const IDEMPOTENCY_TTL_SECONDS: &str = "Catga__IdempotencyTtlSeconds";
 pub const SHUTDOWN_GRACE_SECONDS: &str = "Catga__ShutdownGraceSeconds";
 /// After how long order-api re-publishes the command of an order still pending.
 pub const PENDING_REPUBLISH_SECONDS: &str = "Catga__PendingRepublishSeconds";
+/// Days a final order (Confirmed, Rejected, Cancelled) is kept in Redis
+/// before order-service removes it with its index entries (default 90).
+pub const ORDERS_RETENTION_DAYS: &str = "Orders__RetentionDays";
 
 // HTTP.
 pub const HTTP_PORT: &str = "Http__Port";

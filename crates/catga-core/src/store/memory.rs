@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use super::{
     Applied, CancelApplied, Catalog, CommandApplier, Effect, OrderIntake, OrderQueries, Ping,
-    StoreError,
+    Retention, StoreError,
 };
 use crate::{
     contracts::{CancelOrder, PlaceOrder},
@@ -60,18 +60,34 @@ impl State {
         }
     }
 
-    /// Reserves every line or none; the reason names the first line that fails.
+    /// apply_place.lua's first step: a command naming an unknown product, or
+    /// one product twice, changes nothing.
+    fn refuse_invalid(&self, items: &[PricedItem]) -> Result<(), StoreError> {
+        let mut seen = BTreeSet::new();
+        for item in items {
+            let id = item.product_id.as_str();
+            if !seen.insert(id) {
+                return Err(StoreError::InvalidCommand(format!(
+                    "product {id} is on more than one line"
+                )));
+            }
+            if !self.products.contains_key(id) {
+                return Err(StoreError::InvalidCommand(format!("unknown product {id}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reserves every line or none (the products exist and are distinct:
+    /// `refuse_invalid`); the reason names the first line that fails.
     fn reserve(&mut self, items: &[PricedItem]) -> Result<(), String> {
         for item in items {
-            match self.products.get(&item.product_id) {
-                None => return Err(format!("unknown product {}", item.product_id)),
-                Some(p) if p.stock < i64::from(item.quantity) => {
-                    return Err(format!(
-                        "insufficient stock for {}: requested {}, available {}",
-                        item.product_id, item.quantity, p.stock
-                    ));
-                }
-                Some(_) => {}
+            let available = self.products.get(&item.product_id).map_or(0, |p| p.stock);
+            if available < i64::from(item.quantity) {
+                return Err(format!(
+                    "insufficient stock for {}: requested {}, available {available}",
+                    item.product_id, item.quantity
+                ));
             }
         }
         self.adjust_stock(items, -1);
@@ -244,6 +260,7 @@ impl CommandApplier for MemoryStore {
                 effect: effect.clone(),
             });
         }
+        state.refuse_invalid(&command.items)?;
         state.insert_pending(&command.draft());
         let status = state
             .orders
@@ -310,5 +327,29 @@ impl CommandApplier for MemoryStore {
                 effect,
             },
         }))
+    }
+}
+
+#[async_trait]
+impl Retention for MemoryStore {
+    async fn remove_final_before(
+        &self,
+        final_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let mut state = self.lock();
+        // sweep_final.lua: oldest final first, never a pending order.
+        let mut expired: Vec<(OffsetDateTime, OrderId)> = state
+            .orders
+            .values()
+            .filter(|o| o.status != OrderStatus::Pending && o.updated_at < final_before)
+            .map(|o| (o.updated_at, o.order_id))
+            .collect();
+        expired.sort_unstable();
+        expired.truncate(limit);
+        for (_, order_id) in &expired {
+            state.remove(order_id);
+        }
+        Ok(expired.len())
     }
 }

@@ -10,6 +10,7 @@
 //! | [`OrderIntake`] | order-api | records a pending order, discards one whose command never became durable |
 //! | [`OrderQueries`] | order-api | reads one order, pages through orders (all, or one customer's) newest first |
 //! | [`CommandApplier`] | order-service | applies place and cancel commands (the write model) |
+//! | [`Retention`] | order-service | removes final orders past their retention, with their index entries |
 //! | [`Ping`] | every service's readiness | whether the store answers |
 //!
 //! [`OrderStore`] is all of them at once, for code that holds one store for
@@ -43,6 +44,10 @@ pub enum StoreError {
     /// command; [`StoreError::is_transient`] says which.
     #[error("Redis {}", .0.category())]
     Redis(#[from] ::redis::RedisError),
+    /// The store refused a command that can never apply (a product that does
+    /// not exist, the same product on two lines); nothing was changed.
+    #[error("invalid command: {0}")]
+    InvalidCommand(String),
     /// The store holds data that breaks its own shape.
     #[error("the store holds data that cannot be read: {0}")]
     Corrupt(String),
@@ -69,7 +74,9 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Redis(err) => redis_error_is_transient(err),
-            StoreError::Corrupt(_) | StoreError::Decode { .. } => false,
+            StoreError::InvalidCommand(_) | StoreError::Corrupt(_) | StoreError::Decode { .. } => {
+                false
+            }
         }
     }
 }
@@ -222,7 +229,9 @@ pub trait OrderQueries: Send + Sync + 'static {
 pub trait CommandApplier: Send + Sync + 'static {
     /// Reserves the stock of every line or of none: `Confirmed` or `Rejected`
     /// with the reason. Creates the order first if it is missing (its pending
-    /// record was discarded while the command was already durable).
+    /// record was discarded while the command was already durable). A
+    /// command naming an unknown product, or one product on two lines, is
+    /// refused with [`StoreError::InvalidCommand`] and changes nothing.
     async fn apply_place(&self, command: &PlaceOrder) -> Result<Applied, StoreError>;
 
     /// Cancels a `Pending` or `Confirmed` order, releasing a confirmed order's
@@ -233,10 +242,31 @@ pub trait CommandApplier: Send + Sync + 'static {
     ) -> Result<Option<CancelApplied>, StoreError>;
 }
 
-/// Every role at once.
-pub trait OrderStore: Ping + Catalog + OrderIntake + OrderQueries + CommandApplier {}
+/// Removing final orders once their retention has passed (order-service's
+/// sweeper, `order_service::retention`).
+#[async_trait]
+pub trait Retention: Send + Sync + 'static {
+    /// Removes up to `limit` orders that became final (Confirmed, Rejected,
+    /// Cancelled) before `final_before`, oldest first, each together with its
+    /// entries in every index, and says how many it removed. A pending order
+    /// is never removed.
+    async fn remove_final_before(
+        &self,
+        final_before: time::OffsetDateTime,
+        limit: usize,
+    ) -> Result<usize, StoreError>;
+}
 
-impl<T> OrderStore for T where T: Ping + Catalog + OrderIntake + OrderQueries + CommandApplier {}
+/// Every role at once.
+pub trait OrderStore:
+    Ping + Catalog + OrderIntake + OrderQueries + CommandApplier + Retention
+{
+}
+
+impl<T> OrderStore for T where
+    T: Ping + Catalog + OrderIntake + OrderQueries + CommandApplier + Retention
+{
+}
 
 #[cfg(test)]
 mod tests {

@@ -16,7 +16,7 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use super::{
     Applied, CancelApplied, Catalog, CommandApplier, Effect, OrderIntake, OrderQueries, Ping,
-    RedisConnection, StoreError,
+    RedisConnection, Retention, StoreError,
 };
 use crate::{
     config::RedisSettings,
@@ -52,6 +52,9 @@ static LIST_ORDERS: LazyLock<Script> =
 
 static SEED_CATALOG: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/seed_catalog.lua")));
+
+static SWEEP_FINAL: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/sweep_final.lua")));
 
 static PRODUCTS: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/products.lua")));
 
@@ -89,8 +92,11 @@ fn processed_key(command_id: &str) -> String {
 }
 
 fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc()
-        .format(&Rfc3339)
+    rfc3339(OffsetDateTime::now_utc())
+}
+
+fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&Rfc3339)
         .unwrap_or_else(|_| String::from("1970-01-01T00:00:00Z"))
 }
 
@@ -139,6 +145,9 @@ fn product_from_fields(
 
 fn applied_from_reply(reply: (String, String)) -> Result<Applied, StoreError> {
     let (kind, marker) = reply;
+    if kind == "invalid" {
+        return Err(StoreError::InvalidCommand(marker));
+    }
     Ok(Applied {
         duplicate: kind == "duplicate",
         effect: Effect::decode(&marker)?,
@@ -409,16 +418,19 @@ impl RedisStore {
 impl CommandApplier for RedisStore {
     #[tracing::instrument(skip_all, fields(otel.name = "redis apply_place", otel.kind = "client", db.system.name = "redis"))]
     async fn apply_place(&self, command: &PlaceOrder) -> Result<Applied, StoreError> {
+        let now = OffsetDateTime::now_utc();
         let mut invocation = APPLY_PLACE.prepare_invoke();
         invocation
             .key(order_key(&command.order_id))
             .key(redis_keys::ORDER_INDEX)
             .key(processed_key(&command.command_id))
             .key(customer_index_key(&command.customer_id))
+            .key(redis_keys::FINAL_ORDERS)
             .arg(draft_json(&command.draft())?)
-            .arg(now_rfc3339())
+            .arg(rfc3339(now))
             .arg(command.order_id.to_string())
-            .arg(PROCESSED_TTL.as_secs());
+            .arg(PROCESSED_TTL.as_secs())
+            .arg(unix_millis(now));
         for item in &command.items {
             invocation
                 .key(product_key(&item.product_id))
@@ -441,12 +453,16 @@ impl CommandApplier for RedisStore {
         let Some(order) = self.order(&command.order_id).await? else {
             return Ok(None);
         };
+        let now = OffsetDateTime::now_utc();
         let mut invocation = APPLY_CANCEL.prepare_invoke();
         invocation
             .key(order_key(&command.order_id))
             .key(processed_key(&command.command_id))
-            .arg(now_rfc3339())
-            .arg(PROCESSED_TTL.as_secs());
+            .key(redis_keys::FINAL_ORDERS)
+            .arg(rfc3339(now))
+            .arg(PROCESSED_TTL.as_secs())
+            .arg(unix_millis(now))
+            .arg(command.order_id.to_string());
         for item in &order.items {
             invocation
                 .key(product_key(&item.product_id))
@@ -462,5 +478,29 @@ impl CommandApplier for RedisStore {
             order,
             applied: applied_from_reply(reply)?,
         }))
+    }
+}
+
+#[async_trait]
+impl Retention for RedisStore {
+    #[tracing::instrument(skip_all, fields(otel.name = "redis remove_final_before", otel.kind = "client", db.system.name = "redis"))]
+    async fn remove_final_before(
+        &self,
+        final_before: OffsetDateTime,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        let removed: usize = SWEEP_FINAL
+            .key(redis_keys::FINAL_ORDERS)
+            .key(redis_keys::ORDER_INDEX)
+            .key(redis_keys::PENDING_ORDERS)
+            // The score range is inclusive: one millisecond earlier keeps
+            // `before` exclusive, as in the memory store.
+            .arg(unix_millis(final_before) - 1)
+            .arg(limit)
+            .arg(redis_keys::ORDER_PREFIX)
+            .arg(redis_keys::CUSTOMER_ORDER_INDEX_PREFIX)
+            .invoke_async(&mut self.replicated.clone())
+            .await?;
+        Ok(removed)
     }
 }

@@ -1,7 +1,18 @@
--- KEYS: order, index, processed, customer index, product...
--- ARGV: doc, now, orderId, ttlSeconds, then (productId, quantity) per product key
+-- KEYS: order, index, processed, customer index, final index, product...
+-- ARGV: doc, now, orderId, ttlSeconds, nowMillis, then (productId, quantity) per product key
+local first = 6
+local function pid(i) return ARGV[first + (i - first) * 2] end
+local function qty(i) return tonumber(ARGV[first + 1 + (i - first) * 2]) end
 local done = redis.call('GET', KEYS[3])
 if done then return {'duplicate', done} end
+-- A command naming an unknown product, or one product twice, is refused
+-- before anything is written (the stock check below counts each line alone).
+local seen = {}
+for i = first, #KEYS do
+  if seen[KEYS[i]] then return {'invalid', 'product ' .. pid(i) .. ' is on more than one line'} end
+  seen[KEYS[i]] = true
+  if redis.call('HEXISTS', KEYS[i], 'stock') == 0 then return {'invalid', 'unknown product ' .. pid(i)} end
+end
 if redis.call('HSETNX', KEYS[1], 'doc', ARGV[1]) == 1 then
   redis.call('HSET', KEYS[1], 'status', 'Pending', 'updatedAt', ARGV[2])
   redis.call('ZADD', KEYS[2], 0, ARGV[3])
@@ -13,16 +24,10 @@ if status ~= 'Pending' then
   outcome = 'unchanged|' .. status .. '|'
 else
   local reason = nil
-  for i = 5, #KEYS do
-    local pid = ARGV[5 + (i - 5) * 2]
-    local qty = tonumber(ARGV[6 + (i - 5) * 2])
+  for i = first, #KEYS do
     local stock = redis.call('HGET', KEYS[i], 'stock')
-    if not stock then
-      reason = 'unknown product ' .. pid
-      break
-    end
-    if tonumber(stock) < qty then
-      reason = 'insufficient stock for ' .. pid .. ': requested ' .. qty .. ', available ' .. stock
+    if tonumber(stock) < qty(i) then
+      reason = 'insufficient stock for ' .. pid(i) .. ': requested ' .. qty(i) .. ', available ' .. stock
       break
     end
   end
@@ -30,12 +35,14 @@ else
     redis.call('HSET', KEYS[1], 'status', 'Rejected', 'reason', reason, 'updatedAt', ARGV[2])
     outcome = 'applied|Rejected|' .. reason
   else
-    for i = 5, #KEYS do
-      redis.call('HINCRBY', KEYS[i], 'stock', -tonumber(ARGV[6 + (i - 5) * 2]))
+    for i = first, #KEYS do
+      redis.call('HINCRBY', KEYS[i], 'stock', -qty(i))
     end
     redis.call('HSET', KEYS[1], 'status', 'Confirmed', 'updatedAt', ARGV[2])
     outcome = 'applied|Confirmed|'
   end
+  -- Final now: retention counts from this moment (sweep_final.lua).
+  redis.call('ZADD', KEYS[5], ARGV[5], ARGV[3])
 end
 redis.call('SET', KEYS[3], outcome, 'EX', ARGV[4])
 return {'new', outcome}
