@@ -16,6 +16,7 @@
 //! `--features catga-core/failpoints` first. `CATGA_FAULT_ORDERS` sets the load.
 
 mod redis_failover;
+mod redis_freeze;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
