@@ -1,20 +1,30 @@
 //! The broker contract: the delivery rules `JetStreamBroker` gets from
 //! JetStream and `MemoryBroker` implements itself.
 
-use std::time::Duration;
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use bytes::Bytes;
 use catga_core::{
     CancellationToken,
     contracts::{headers, streams, subjects},
-    messaging::{Broker, ConsumerSpec, Delivery, MemoryBroker, OutgoingMessage},
+    messaging::{
+        Broker, ConsumerOptions, ConsumerSpec, Delivery, HandleError, Handler, MemoryBroker,
+        OutgoingMessage, run_consumer,
+    },
 };
 use catga_tests::Nats;
 use futures::{StreamExt, stream::BoxStream};
 
 #[tokio::test(start_paused = true)]
 async fn memory_broker_keeps_the_contract() {
-    broker_contract(&MemoryBroker::new()).await;
+    let broker = MemoryBroker::new();
+    broker_contract(&broker).await;
+    consumer_loop_contract(Arc::new(broker)).await;
 }
 
 #[tokio::test]
@@ -22,6 +32,7 @@ async fn jetstream_broker_keeps_the_contract() {
     let nats = Nats::start().await;
     let broker = crate::jetstream_broker(&nats).await;
     broker_contract(&broker).await;
+    consumer_loop_contract(Arc::new(broker)).await;
 }
 
 /// Runs every rule against `broker`, on subjects of its own.
@@ -35,6 +46,14 @@ pub async fn broker_contract(broker: &dyn Broker) {
     max_deliver_bounds_deliveries_and_exhausted_messages_are_dead_lettered(broker).await;
     a_consumer_gets_only_what_its_filter_matches(broker).await;
     lag_counts_what_is_not_yet_acknowledged(broker).await;
+    a_subscriber_pulls_only_when_polled(broker).await;
+}
+
+/// What `run_consumer` adds on any broker: with no dead-letter forwarder
+/// running anywhere (none was listening when the broker would have given
+/// up), exhausted messages still reach the dead-letter stream.
+pub async fn consumer_loop_contract(broker: Arc<dyn Broker>) {
+    the_loop_dead_letters_exhausted_messages_without_a_forwarder(broker).await;
 }
 
 /// Short, so the JetStream run stays quick; the memory run is in paused time.
@@ -332,4 +351,137 @@ async fn eventually_lag(
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+async fn a_subscriber_pulls_only_when_polled(broker: &dyn Broker) {
+    const SUBJECT: &str = "catga.orders.commands.contract.pull";
+    let spec = spec("pull", SUBJECT, 5);
+    let mut deliveries = bind(broker, &spec).await;
+    for id in ["pull-1", "pull-2", "pull-3"] {
+        publish(broker, SUBJECT, id, "work").await;
+    }
+    let held = next(&mut deliveries).await;
+    eventually_lag(broker, &spec, |lag| lag == (2, 1)).await;
+    // Past several ack deadlines, the two not asked for were never delivered:
+    // none has used up a delivery while the first was worked on.
+    for _ in 0..4 {
+        tokio::time::sleep(ACK_WAIT).await;
+        held.acker.in_progress().await.expect("progress");
+        let lag = broker.consumer_lag(&spec).await.expect("lag");
+        assert_eq!(lag, Some((2, 1)), "pulled ahead of the subscriber");
+    }
+    held.acker.ack().await.expect("ack");
+    for _ in 0..2 {
+        let delivery = next(&mut deliveries).await;
+        assert_eq!(delivery.delivered, 1, "waited without a delivery");
+        delivery.acker.ack().await.expect("ack");
+    }
+    eventually_lag(broker, &spec, |lag| lag == (0, 0)).await;
+}
+
+/// Panics on messages whose body says so; counts the calls per body.
+#[derive(Default)]
+struct Crashing {
+    calls: Mutex<Vec<String>>,
+}
+
+impl Crashing {
+    fn calls_for(&self, body: &str) -> usize {
+        let calls = self.calls.lock().expect("lock");
+        calls.iter().filter(|call| *call == body).count()
+    }
+}
+
+impl Handler for Crashing {
+    fn handle<'a, 'b, 'f>(
+        &'a self,
+        delivery: &'b Delivery,
+    ) -> Pin<Box<dyn Future<Output = Result<(), HandleError>> + Send + 'f>>
+    where
+        'a: 'f,
+        'b: 'f,
+        Self: 'f,
+    {
+        Box::pin(async move {
+            let body = String::from_utf8_lossy(&delivery.payload).into_owned();
+            self.calls.lock().expect("lock").push(body.clone());
+            if body == "panics" {
+                panic!("handler bug");
+            }
+            Ok(())
+        })
+    }
+}
+
+async fn the_loop_dead_letters_exhausted_messages_without_a_forwarder(broker: Arc<dyn Broker>) {
+    const SUBJECT: &str = "catga.orders.commands.contract.loop";
+    let spec = spec("loop", SUBJECT, 2);
+    // Bound first: the memory broker keeps only what arrives after.
+    let dead_spec = ConsumerSpec {
+        stream: streams::DEAD_LETTERS,
+        durable: "contract-dead-letters-loop".to_owned(),
+        filter: streams::DEAD_LETTERS_SUBJECTS,
+        max_deliver: 5,
+        ack_wait: ACK_WAIT,
+        max_in_flight: 1,
+    };
+    let mut dead = bind(&*broker, &dead_spec).await;
+    // A replica crashed during each of the two deliveries allowed: delivered,
+    // never settled (the loop binds without a broker-side bound, as here).
+    let crashed = ConsumerSpec {
+        max_deliver: -1,
+        ..spec.clone()
+    };
+    let mut deliveries = bind(&*broker, &crashed).await;
+    publish(&*broker, SUBJECT, "loop-crashed", "crashed twice").await;
+    let first = next(&mut deliveries).await;
+    let second = next(&mut deliveries).await;
+    assert_eq!((first.delivered, second.delivered), (1, 2));
+    drop((first, second, deliveries));
+
+    // The loop starts; no forwarder runs. A message whose handler panics
+    // every time joins.
+    let handler = Arc::new(Crashing::default());
+    let stop = CancellationToken::new();
+    let consumer = tokio::spawn(run_consumer(
+        Arc::clone(&broker),
+        spec.clone(),
+        handler.clone(),
+        ConsumerOptions {
+            service: SERVICE,
+            shutdown_grace: Duration::from_secs(1),
+        },
+        stop.clone(),
+    ));
+    publish(&*broker, SUBJECT, "loop-panics", "panics").await;
+
+    let mut letters = Vec::new();
+    while letters.len() < 2 {
+        let letter = next(&mut dead).await;
+        letter.acker.ack().await.expect("ack");
+        if letter.header(headers::DEAD_LETTER_SUBJECT) == Some(SUBJECT) {
+            letters.push(letter);
+        }
+    }
+    for letter in &letters {
+        assert_eq!(letter.header(headers::DEAD_LETTER_DELIVERIES), Some("2"));
+        let reason = letter.header(headers::DEAD_LETTER_REASON).unwrap_or("");
+        assert!(reason.contains("after 2 deliveries"), "{reason}");
+        if letter.payload == "panics" {
+            assert!(reason.contains("handler bug"), "{reason}");
+        }
+    }
+    let mut payloads: Vec<_> = letters.iter().map(|l| l.payload.clone()).collect();
+    payloads.sort();
+    assert_eq!(payloads, vec!["crashed twice", "panics"]);
+    assert_eq!(
+        handler.calls_for("crashed twice"),
+        0,
+        "its deliveries were used up: dead-lettered without handling"
+    );
+    assert_eq!(handler.calls_for("panics"), 2, "handled max_deliver times");
+    eventually_lag(&*broker, &spec, |lag| lag == (0, 0)).await;
+    nothing_for(&mut dead, ACK_WAIT * 2, "dead-lettered twice").await;
+    stop.cancel();
+    consumer.await.expect("the loop stops");
 }

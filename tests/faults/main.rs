@@ -16,6 +16,7 @@
 //! `--features catga-core/failpoints` first. `CATGA_FAULT_ORDERS` sets the load.
 
 mod redis_failover;
+mod redis_freeze;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -716,9 +717,9 @@ async fn no_accepted_order_is_lost_or_doubled_under_faults() {
 #[tokio::test]
 #[ignore = "needs binaries built with failpoints: run with tests/run.sh faults"]
 async fn a_command_that_crashes_every_delivery_is_dead_lettered() {
-    // Every handling crashes after the Redis step: JetStream stops after two
-    // deliveries, and the advisory makes the message a dead letter instead of
-    // leaving it stranded in the work queue.
+    // Every handling crashes after the Redis step: on its second and last
+    // delivery the consumer dead-letters the message itself (no advisory
+    // needed) instead of leaving it stranded in the work queue.
     let system = catga_tests::System::start_with(&[
         ("FAILPOINTS", "catga::after-apply=panic"),
         ("Catga__MaxRetryAttempts", "2"),

@@ -17,17 +17,18 @@ use catga_core::{config::keys, contracts::streams, domain::default_catalog};
 use catga_tests::{Api, SentinelGroup, System, order_body, role};
 use serde_json::Value;
 
-const WORKERS: usize = 6;
+pub(crate) const WORKERS: usize = 6;
 const PRODUCTS: [&str; 3] = ["PROD-001", "PROD-002", "PROD-003"];
 
-struct Placed {
+pub(crate) struct Placed {
     order_id: String,
     customer: String,
 }
 
 /// Places orders with an `Idempotency-Key` each, retrying with the same key
 /// on 503, 409 and dropped connections, until `stop`. Records every 503.
-async fn client(
+/// `worker` numbers are unique across every client of one system.
+pub(crate) async fn client(
     api: Api,
     worker: usize,
     next: Arc<AtomicUsize>,
@@ -40,10 +41,12 @@ async fn client(
         let customer = format!("failover-{worker}-{index}");
         let key = format!("failover-order-{index}");
         let body = order_body(&customer, &[(PRODUCTS[index % PRODUCTS.len()], 1)]);
+        // Customers may place orders only for themselves.
+        let caller = api.as_customer(&customer);
         let deadline = Instant::now() + Duration::from_secs(90);
         loop {
             assert!(Instant::now() < deadline, "order {index} never accepted");
-            let reply = api
+            let reply = caller
                 .try_send(
                     reqwest::Method::POST,
                     "/api/orders",
@@ -94,9 +97,10 @@ async fn redis_master_failovers_lose_no_acknowledged_order() {
     let system = System::start_with(&[
         (keys::REDIS_CONFIGURATION, configuration.as_str()),
         (keys::LOG_LEVEL, "info"),
+        // The checker reads every order as one caller.
+        (keys::HTTP_RATE_LIMIT_PER_SECOND, "0"),
     ])
     .await;
-    let api = system.client();
     let stop = Arc::new(AtomicBool::new(false));
     let placed = Arc::new(Mutex::new(Vec::new()));
     let unavailable = Arc::new(Mutex::new(Vec::new()));
@@ -145,10 +149,64 @@ async fn redis_master_failovers_lose_no_acknowledged_order() {
     }
     let end = Instant::now();
 
-    // Order by order: every 202 has exactly one order, in a final state.
     let placed = std::mem::take(&mut *placed.lock().expect("lock"));
+    let checked = check(&system, &placed).await;
+
+    let unavailable = unavailable.lock().expect("lock").clone();
+    println!("\n===== Redis failover tally =====");
+    println!("  orders accepted: {}", placed.len());
+    println!(
+        "  failover 1 (:{first_master} -> :{second_master}): {:.1} s of 503",
+        seconds_of_503(&unavailable, first_kill, second_kill)
+    );
+    println!(
+        "  failover 2 (:{second_master} -> :{third_master}): {:.1} s of 503",
+        seconds_of_503(&unavailable, second_kill, end)
+    );
+    println!("  {checked}");
+    assert!(placed.len() > 50, "too little load: {}", placed.len());
+    checked.assert_clean("a failover");
+}
+
+/// What the checker found, order by order.
+pub(crate) struct Checked {
+    lost: usize,
+    doubled: usize,
+    pending: usize,
+    stock_errors: Vec<String>,
+    not_notified: usize,
+    dead_letters: u64,
+}
+
+impl std::fmt::Display for Checked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "lost {}, doubled {}, pending {}, not notified {}, dead-lettered {}",
+            self.lost, self.doubled, self.pending, self.not_notified, self.dead_letters
+        )
+    }
+}
+
+impl Checked {
+    /// 0 lost, 0 doubled, nothing pending, stock balanced and never
+    /// negative, and nothing dead-lettered: `fault` is transient, never a
+    /// poison message. (Every event notified is waited for in [`check`].)
+    pub(crate) fn assert_clean(&self, fault: &str) {
+        assert_eq!(self.lost, 0, "acknowledged orders lost");
+        assert_eq!(self.doubled, 0, "orders doubled");
+        assert_eq!(self.pending, 0, "orders left pending");
+        assert!(self.stock_errors.is_empty(), "{:?}", self.stock_errors);
+        assert_eq!(self.dead_letters, 0, "nothing is dead-lettered for {fault}");
+    }
+}
+
+/// Applies the rules to every order a client got a 202 for.
+pub(crate) async fn check(system: &System, placed: &[Placed]) -> Checked {
+    let api = system.client();
+    // Order by order: every 202 has exactly one order, in a final state.
     let mut finals: HashMap<String, Value> = HashMap::new();
-    for order in &placed {
+    for order in placed {
         let state = api.final_state(&order.order_id).await;
         finals.insert(order.order_id.clone(), state);
     }
@@ -241,24 +299,12 @@ async fn redis_master_failovers_lose_no_acknowledged_order() {
         .state
         .messages;
 
-    let unavailable = unavailable.lock().expect("lock").clone();
-    println!("\n===== Redis failover tally =====");
-    println!("  orders accepted: {}", placed.len());
-    println!(
-        "  failover 1 (:{first_master} -> :{second_master}): {:.1} s of 503",
-        seconds_of_503(&unavailable, first_kill, second_kill)
-    );
-    println!(
-        "  failover 2 (:{second_master} -> :{third_master}): {:.1} s of 503",
-        seconds_of_503(&unavailable, second_kill, end)
-    );
-    println!(
-        "  lost {lost}, doubled {doubled}, pending {pending}, not notified {missing}, dead-lettered {dead_letters}"
-    );
-    assert!(placed.len() > 50, "too little load: {}", placed.len());
-    assert_eq!(lost, 0, "acknowledged orders lost");
-    assert_eq!(doubled, 0, "orders doubled");
-    assert_eq!(pending, 0, "orders left pending");
-    assert!(stock_errors.is_empty(), "{stock_errors:?}");
-    assert_eq!(dead_letters, 0, "nothing is dead-lettered for a failover");
+    Checked {
+        lost,
+        doubled,
+        pending,
+        stock_errors,
+        not_notified: missing,
+        dead_letters,
+    }
 }

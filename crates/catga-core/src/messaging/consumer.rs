@@ -11,7 +11,7 @@ use std::{
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use tokio::{
-    sync::Semaphore,
+    sync::{OwnedSemaphorePermit, Semaphore},
     task::{JoinError, JoinSet},
 };
 use tokio_util::sync::CancellationToken;
@@ -41,20 +41,34 @@ pub enum HandleError {
         #[source]
         cause: Option<Cause>,
     },
-    /// The message can never succeed (undecodable, unknown type, invalid).
-    /// Dead-lettered at once.
+    /// The message itself can never succeed (undecodable, unknown type,
+    /// invalid): dead-lettered at once, as handling it again reads the same bytes.
     #[error("{reason}")]
     Permanent {
         reason: String,
         #[source]
         cause: Option<Cause>,
     },
-    /// The order store failed; retried or dead-lettered as the error says.
+    /// The order store failed: retried in place for as long as it takes when
+    /// transient, otherwise [`DETERMINISTIC_ATTEMPTS`] times, then dead-lettered.
     #[error("order store")]
-    Store(#[from] StoreError),
-    /// Publishing failed; retried or dead-lettered as the error says.
+    Store(#[source] StoreError),
+    /// Publishing failed: retried like [`HandleError::Store`].
     #[error("message broker")]
     Messaging(#[from] MessagingError),
+}
+
+impl From<StoreError> for HandleError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            // The command itself is wrong (an unknown or repeated product):
+            // handling it again reads the same bytes, so no retries.
+            StoreError::InvalidCommand(_) => {
+                HandleError::permanent("the store refused the command").caused_by(err)
+            }
+            err => HandleError::Store(err),
+        }
+    }
 }
 
 impl HandleError {
@@ -99,6 +113,18 @@ impl HandleError {
         }
     }
 
+    /// How many times the message is handled before it is dead-lettered for
+    /// this error, when the error is not transient: once for a message that
+    /// is itself wrong; a few times for a dependency's deterministic error
+    /// (a script error, `WRONGTYPE`, an unexpected reply), which a deployment
+    /// in progress or a repaired key may still clear.
+    fn attempts(&self) -> u32 {
+        match self {
+            HandleError::Permanent { .. } => 1,
+            _ => DETERMINISTIC_ATTEMPTS,
+        }
+    }
+
     /// What the dead-letter reason header says: the failure with its causes
     /// (the handler's own words first, when it gave some).
     fn reason(&self) -> String {
@@ -122,9 +148,17 @@ pub struct ConsumerOptions {
 }
 
 const RETRY_MIN: Duration = Duration::from_millis(100);
+/// Handlings in place, with backoff, before a deterministic error of a
+/// dependency dead-letters the message. Transient errors have no bound: they
+/// never use up a delivery.
+pub const DETERMINISTIC_ATTEMPTS: u32 = 3;
 const RETRY_MAX: Duration = Duration::from_secs(5);
 /// Delay before a message given back at shutdown is offered to another replica.
 const HANDBACK_DELAY: Duration = Duration::from_millis(200);
+/// How long a stopping loop waits for a pull already under way.
+const LAST_PULL_WAIT: Duration = Duration::from_millis(50);
+/// `max_deliver` for the broker: redeliver without bound.
+const UNBOUNDED: i64 = -1;
 
 /// Runs until `shutdown` fires, then lets in-flight messages finish within the
 /// grace period. Messages still running after that are handed back (nak) so
@@ -144,13 +178,28 @@ pub async fn run_consumer(
             .increment(0);
     }
     let slots = Arc::new(Semaphore::new(spec.max_in_flight.max(1)));
+    // The broker redelivers without bound; this loop enforces `max_deliver`
+    // itself (see `Processing::process_in_span`), so dead-lettering never
+    // waits on a broker's give-up advisory that nobody may hear.
+    let bound = ConsumerSpec {
+        max_deliver: UNBOUNDED,
+        ..spec.clone()
+    };
     // Cancelled when the grace period is over: stops in-place retries.
     let abandon = CancellationToken::new();
     let mut tasks = JoinSet::new();
+    let processing = Arc::new(Processing {
+        broker: Arc::clone(&broker),
+        handler,
+        service: options.service,
+        ack_wait: spec.ack_wait,
+        max_deliver: spec.max_deliver,
+        abandon: abandon.clone(),
+    });
     'subscribe: while !shutdown.is_cancelled() {
         let bind = format!("bind consumer {}", spec.durable);
         let Some(mut deliveries) =
-            crate::shutdown::retry_until_ok(&bind, &shutdown, || broker.subscribe(&spec)).await
+            crate::shutdown::retry_until_ok(&bind, &shutdown, || broker.subscribe(&bound)).await
         else {
             break;
         };
@@ -159,12 +208,11 @@ pub async fn run_consumer(
             while let Some(joined) = tasks.try_join_next() {
                 report_task_end(&spec.durable, joined);
             }
-            // Take a slot before pulling, so only what can be worked on is pulled.
+            // Take a slot before pulling: a broker's stream pulls only when
+            // polled, so only what can be worked on now is ever pulled, and a
+            // message never waits in a buffer while its ack deadline runs.
             let slot = tokio::select! {
-                () = shutdown.cancelled() => {
-                    hand_back_buffered(&spec.durable, &mut deliveries, spec.max_in_flight).await;
-                    break 'subscribe;
-                }
+                () = shutdown.cancelled() => break 'subscribe,
                 slot = Arc::clone(&slots).acquire_owned() => match slot {
                     Ok(slot) => slot,
                     Err(_) => break 'subscribe,
@@ -172,24 +220,21 @@ pub async fn run_consumer(
             };
             let next = tokio::select! {
                 () = shutdown.cancelled() => {
-                    hand_back_buffered(&spec.durable, &mut deliveries, spec.max_in_flight).await;
+                    // A pull may be under way: a message it brings is worked
+                    // on within the grace rather than handed back, which
+                    // would use up one of its deliveries.
+                    if let Ok(Some(Ok(delivery))) =
+                        tokio::time::timeout(LAST_PULL_WAIT, deliveries.next()).await
+                    {
+                        tasks.spawn(processing.clone().run(delivery, slot));
+                    }
                     break 'subscribe;
                 }
                 next = deliveries.next() => next,
             };
             match next {
                 Some(Ok(delivery)) => {
-                    let context = Processing {
-                        broker: Arc::clone(&broker),
-                        handler: Arc::clone(&handler),
-                        service: options.service,
-                        ack_wait: spec.ack_wait,
-                        abandon: abandon.clone(),
-                    };
-                    tasks.spawn(async move {
-                        context.process(delivery).await;
-                        drop(slot);
-                    });
+                    tasks.spawn(processing.clone().run(delivery, slot));
                 }
                 Some(Err(err)) => {
                     tracing::warn!(consumer = %spec.durable, error = %Chain(&err), "consumer stream error; re-binding");
@@ -242,42 +287,13 @@ fn report_task_end(consumer: &str, joined: Result<(), JoinError>) {
     }
 }
 
-/// Gives back messages the client pulled but the loop never started, so a
-/// stopping replica leaves nothing waiting for the ack timeout. At most one
-/// batch (`limit`, the pull size) is buffered: reading further would only pull
-/// more. Each goes back with [`HANDBACK_DELAY`], so none returns to this
-/// replica's still-open pull while it empties it.
-async fn hand_back_buffered(
-    consumer: &str,
-    deliveries: &mut futures::stream::BoxStream<'static, Result<Delivery, MessagingError>>,
-    limit: usize,
-) {
-    let mut handed_back = 0;
-    while handed_back < limit {
-        match tokio::time::timeout(Duration::from_millis(50), deliveries.next()).await {
-            Ok(Some(Ok(delivery))) => {
-                if let Err(err) = delivery.acker.nak(HANDBACK_DELAY).await {
-                    tracing::debug!(message = %delivery.id, error = %Chain(&err), "hand-back failed");
-                }
-                handed_back += 1;
-            }
-            _ => break,
-        }
-    }
-    if handed_back > 0 {
-        tracing::info!(
-            consumer,
-            handed_back,
-            "handed back messages pulled but not started"
-        );
-    }
-}
-
 struct Processing {
     broker: Arc<dyn Broker>,
     handler: Arc<dyn Handler>,
     service: &'static str,
     ack_wait: Duration,
+    /// Deliveries that run the handler; a later one is dead-lettered unrun.
+    max_deliver: i64,
     abandon: CancellationToken,
 }
 
@@ -300,6 +316,12 @@ impl Settled {
 }
 
 impl Processing {
+    /// Works on `delivery`, holding `slot` until it is settled.
+    async fn run(self: Arc<Self>, delivery: Delivery, slot: OwnedSemaphorePermit) {
+        self.process(delivery).await;
+        drop(slot);
+    }
+
     async fn process(&self, delivery: Delivery) {
         let span = tracing::info_span!(
             "process",
@@ -322,9 +344,17 @@ impl Processing {
         if delivery.delivered > 1 {
             metrics::counter!(names::REDELIVERIES, "service" => self.service).increment(1);
         }
-        let settled = tokio::select! {
-            settled = self.handle_with_retry(&delivery) => settled,
-            () = self.keep_alive(&delivery) => Settled::HandedBack,
+        let settled = if self.max_deliver > 0 && delivery.delivered > self.max_deliver {
+            // Every allowed delivery ended unsettled (the replica crashed or
+            // lost NATS while handling it): give up here, not in the broker.
+            let deliveries = delivery.delivered - 1;
+            self.dead_letter(&delivery, &super::exhausted_reason(deliveries), deliveries)
+                .await
+        } else {
+            tokio::select! {
+                settled = self.handle_with_retry(&delivery) => settled,
+                () = self.keep_alive(&delivery) => Settled::HandedBack,
+            }
         };
         let outcome = settled.as_str();
         metrics::counter!(names::MESSAGES_PROCESSED, "service" => self.service, "outcome" => outcome)
@@ -349,6 +379,7 @@ impl Processing {
 
     async fn handle_with_retry(&self, delivery: &Delivery) -> Settled {
         let mut backoff = RETRY_MIN;
+        let mut deterministic = 0;
         loop {
             let handled = AssertUnwindSafe(self.handler.handle(delivery))
                 .catch_unwind()
@@ -357,14 +388,25 @@ impl Processing {
                 Ok(outcome) => outcome,
                 Err(panic) => {
                     // A bug, not the message's fault as far as we know: hand
-                    // it back; after `max_deliver` panics the broker gives up
-                    // on it and it is dead-lettered as exhausted.
+                    // it back, until its last delivery, which dead-letters it.
+                    let panic = crate::shutdown::panic_message(&*panic);
+                    let last = self.max_deliver > 0 && delivery.delivered >= self.max_deliver;
                     tracing::error!(
                         message = %delivery.id,
                         subject = %delivery.subject,
-                        panic = crate::shutdown::panic_message(&*panic),
-                        "handler panicked; handing the message back"
+                        panic,
+                        then = if last { "dead-lettering it (its last delivery)" } else { "handing it back" },
+                        "handler panicked"
                     );
+                    if last {
+                        let reason = format!(
+                            "{}; last: panic in the handler: {panic}",
+                            super::exhausted_reason(delivery.delivered)
+                        );
+                        return self
+                            .dead_letter(delivery, &reason, delivery.delivered)
+                            .await;
+                    }
                     return self.hand_back(delivery).await;
                 }
             };
@@ -380,7 +422,18 @@ impl Processing {
                     return Settled::Success;
                 }
                 Err(err) if !err.is_transient() => {
-                    return self.dead_letter(delivery, &err.reason()).await;
+                    deterministic += 1;
+                    if deterministic >= err.attempts() {
+                        return self
+                            .dead_letter(delivery, &err.reason(), delivery.delivered)
+                            .await;
+                    }
+                    tracing::warn!(message = %delivery.id, subject = %delivery.subject, error = %Chain(&err), attempt = deterministic, retry_in = ?backoff, "deterministic failure; trying again before dead-lettering");
+                    tokio::select! {
+                        () = self.abandon.cancelled() => return self.hand_back(delivery).await,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(RETRY_MAX);
                 }
                 Err(err) => {
                     tracing::warn!(message = %delivery.id, subject = %delivery.subject, error = %Chain(&err), retry_in = ?backoff, "transient failure; retrying");
@@ -404,14 +457,15 @@ impl Processing {
     /// Copies the message with its reason to the dead-letter stream, then
     /// stops its redelivery. If the copy cannot be stored, the message is
     /// handed back instead: it is never dropped.
-    async fn dead_letter(&self, delivery: &Delivery, reason: &str) -> Settled {
+    /// `deliveries` is how many deliveries ran the handler.
+    async fn dead_letter(&self, delivery: &Delivery, reason: &str, deliveries: i64) -> Settled {
         let message = super::dead_letter_message(
             &delivery.subject,
             &delivery.id,
             &delivery.headers,
             delivery.payload.clone(),
             reason,
-            delivery.delivered,
+            deliveries,
             self.service,
         );
         match self.broker.publish(message).await {
@@ -467,16 +521,33 @@ mod tests {
         messaging::{MemoryBroker, OutgoingMessage, Publisher},
     };
 
-    /// Fails with each of `failures` in turn, then succeeds.
+    /// Fails with each of `failures` in turn, then succeeds; records the
+    /// delivery count of each call.
     struct Scripted {
         failures: Mutex<VecDeque<HandleError>>,
-        calls: AtomicUsize,
+        deliveries: Mutex<Vec<i64>>,
+    }
+
+    impl Scripted {
+        fn new(failures: Vec<HandleError>) -> Arc<Self> {
+            Arc::new(Scripted {
+                failures: Mutex::new(failures.into()),
+                deliveries: Mutex::new(Vec::new()),
+            })
+        }
+
+        fn deliveries(&self) -> Vec<i64> {
+            self.deliveries.lock().expect("lock").clone()
+        }
     }
 
     #[async_trait]
     impl Handler for Scripted {
-        async fn handle(&self, _: &Delivery) -> Result<(), HandleError> {
-            self.calls.fetch_add(1, Ordering::SeqCst);
+        async fn handle(&self, delivery: &Delivery) -> Result<(), HandleError> {
+            self.deliveries
+                .lock()
+                .expect("lock")
+                .push(delivery.delivered);
             match self.failures.lock().expect("lock").pop_front() {
                 Some(err) => Err(err),
                 None => Ok(()),
@@ -565,14 +636,11 @@ mod tests {
     /// Runs the loop over one message with a handler failing with
     /// `failures`; returns how often it was called and the dead letter, if any.
     async fn consume_one(failures: Vec<HandleError>) -> (usize, Option<Delivery>) {
-        let handler = Arc::new(Scripted {
-            failures: Mutex::new(failures.into()),
-            calls: AtomicUsize::new(0),
-        });
+        let handler = Scripted::new(failures);
         let mut running = run_on_one_command(handler.clone()).await;
         let letter = running.dead_letter().await;
         running.stop().await;
-        (handler.calls.load(Ordering::SeqCst), letter)
+        (handler.deliveries().len(), letter)
     }
 
     fn redis_down() -> StoreError {
@@ -601,19 +669,9 @@ mod tests {
         let handler = Arc::new(Panics {
             calls: AtomicUsize::new(0),
         });
+        // No exhausted-message forwarder runs: the loop dead-letters the
+        // message itself on its last delivery.
         let mut running = run_on_one_command(handler.clone()).await;
-        let forwarder = tokio::spawn({
-            let (broker, commands, shutdown) = (
-                running.broker.clone(),
-                running.commands.clone(),
-                running.shutdown.clone(),
-            );
-            async move {
-                broker
-                    .dead_letter_exhausted(&commands, "test", shutdown)
-                    .await
-            }
-        });
         let letter = running
             .dead_letter()
             .await
@@ -623,12 +681,14 @@ mod tests {
             3,
             "handed back after each panic, delivered max_deliver times"
         );
-        assert_eq!(
-            letter.header(headers::DEAD_LETTER_REASON),
-            Some(super::super::exhausted_reason(3).as_str())
+        let reason = letter.header(headers::DEAD_LETTER_REASON).unwrap_or("");
+        assert!(
+            reason.starts_with(super::super::exhausted_reason(3).as_str()),
+            "{reason}"
         );
+        assert!(reason.contains("handler bug"), "{reason}");
+        assert_eq!(letter.header(headers::DEAD_LETTER_DELIVERIES), Some("3"));
         running.stop().await;
-        forwarder.await.expect("the forwarder stops");
         let logged = logs.text();
         assert_eq!(logged.matches("handler panicked").count(), 3, "{logged}");
         assert!(logged.contains("handler bug"), "{logged}");
@@ -649,13 +709,20 @@ mod tests {
         assert!(letter.is_none(), "{letter:?}");
     }
 
+    fn corrupt() -> HandleError {
+        HandleError::Store(StoreError::Corrupt("marker".into()))
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn permanent_failures_are_dead_lettered_at_once_with_their_causes() {
-        let (calls, letter) = consume_one(vec![HandleError::Store(StoreError::Corrupt(
-            "marker".into(),
-        ))])
-        .await;
-        assert_eq!(calls, 1, "not retried");
+    async fn deterministic_failures_are_tried_a_few_times_then_dead_lettered_with_their_causes() {
+        // Issue 12 changed the rule: a dependency's deterministic error is
+        // tried DETERMINISTIC_ATTEMPTS times in place (it was dead-lettered
+        // on the first), and never more.
+        let (calls, letter) = consume_one(vec![corrupt(), corrupt(), corrupt(), corrupt()]).await;
+        assert_eq!(
+            calls, DETERMINISTIC_ATTEMPTS as usize,
+            "tried a few times, not forever"
+        );
         let letter = letter.expect("dead-lettered");
         assert_eq!(
             letter.subject,
@@ -666,8 +733,14 @@ mod tests {
             Some("order store: the store holds data that cannot be read: marker")
         );
 
+        // One that clears within the attempts is not dead-lettered.
+        let (calls, letter) = consume_one(vec![corrupt(), corrupt()]).await;
+        assert_eq!(calls, 3, "two failures, then success");
+        assert!(letter.is_none(), "{letter:?}");
+
+        // A message that is itself wrong is not handled again.
         let (calls, letter) = consume_one(vec![HandleError::permanent("undecodable")]).await;
-        assert_eq!(calls, 1);
+        assert_eq!(calls, 1, "not retried");
         assert_eq!(
             letter
                 .expect("dead-lettered")
@@ -675,5 +748,20 @@ mod tests {
             Some("undecodable"),
             "the handler's own words, as before"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_never_use_up_a_delivery_however_long_they_last() {
+        // Twice the retry ceiling per failure, for longer than many ack
+        // deadlines: still the first delivery, then success.
+        let failures: Vec<HandleError> =
+            (0..40).map(|_| HandleError::Store(redis_down())).collect();
+        let handler = Scripted::new(failures);
+        let running = run_on_one_command(handler.clone()).await;
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        let deliveries = handler.deliveries();
+        assert_eq!(deliveries.len(), 41);
+        assert!(deliveries.iter().all(|d| *d == 1), "{deliveries:?}");
+        running.stop().await;
     }
 }

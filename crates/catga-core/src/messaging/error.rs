@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{
     self,
-    consumer::{StreamErrorKind, pull::MessagesErrorKind},
+    consumer::{StreamErrorKind, pull::BatchErrorKind},
     context::{ConsumerInfoErrorKind, CreateStreamErrorKind, GetStreamErrorKind, PublishErrorKind},
     stream::{ConsumerErrorKind, DeleteMessageErrorKind, RawMessageErrorKind},
 };
@@ -183,10 +183,10 @@ impl Transience for StreamErrorKind {
     }
 }
 
-impl Transience for MessagesErrorKind {
+impl Transience for BatchErrorKind {
     fn is_transient(&self) -> bool {
-        use MessagesErrorKind as K;
-        matches!(self, K::MissingHeartbeat | K::Pull | K::NoResponders)
+        use BatchErrorKind as K;
+        matches!(self, K::Subscribe | K::Pull | K::Flush)
     }
 }
 

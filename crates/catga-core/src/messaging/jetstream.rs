@@ -118,23 +118,7 @@ impl Broker for JetStreamBroker {
             ..Default::default()
         };
         let consumer = self.reconcile_consumer(&stream, config).await?;
-        let messages = consumer
-            .stream()
-            // Pull no more than can be worked on, so a stopping replica leaves
-            // nothing buffered that would wait for an ack timeout.
-            .max_messages_per_batch(spec.max_in_flight)
-            .heartbeat(Duration::from_secs(5))
-            .expires(Duration::from_secs(30))
-            .messages()
-            .await
-            .map_err(|err| MessagingError::nats(format!("pull from {}", spec.durable), err))?;
-        let durable = spec.durable.clone();
-        Ok(messages
-            .map(move |next| match next {
-                Ok(message) => delivery_from(message),
-                Err(err) => Err(MessagingError::nats(format!("pull from {durable}"), err)),
-            })
-            .boxed())
+        Ok(pull_when_polled(consumer, spec.durable.clone()))
     }
 
     fn is_connected(&self) -> bool {
@@ -195,6 +179,49 @@ impl Broker for JetStreamBroker {
             u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX),
         )))
     }
+}
+
+/// How long one pull request waits on the server for a message.
+const PULL_EXPIRES: Duration = Duration::from_secs(5);
+
+/// Deliveries pulled one at a time, each only when the stream is polled:
+/// nothing is pulled ahead into a client buffer, where its ack deadline would
+/// run (and, past it, its deliveries be used up) while the replica's handlers
+/// are all busy, e.g. retrying through a long Redis outage. The consumer loop
+/// polls only with a free handler slot. The cost is one request per message.
+fn pull_when_polled(
+    consumer: jetstream::consumer::PullConsumer,
+    durable: String,
+) -> BoxStream<'static, Result<Delivery, MessagingError>> {
+    futures::stream::unfold((consumer, durable), |(consumer, durable)| async move {
+        let pulled = loop {
+            let batch = consumer
+                .batch()
+                .max_messages(1)
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await;
+            let mut batch = match batch {
+                Ok(batch) => batch,
+                Err(err) => break Err(MessagingError::nats(format!("pull from {durable}"), err)),
+            };
+            match batch.next().await {
+                Some(Ok(message)) => break delivery_from(message),
+                // A status the server answered the pull with (the consumer
+                // deleted, a leader change): the loop binds again.
+                Some(Err(err)) => {
+                    break Err(MessagingError::unavailable(
+                        format!("pull from {durable}"),
+                        err,
+                    ));
+                }
+                // The request expired empty: ask again.
+                None => {}
+            }
+        };
+        Some((pulled, (consumer, durable)))
+    })
+    .boxed()
 }
 
 fn delivery_from(message: jetstream::Message) -> Result<Delivery, MessagingError> {

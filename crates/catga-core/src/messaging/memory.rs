@@ -1,6 +1,7 @@
 //! [`Broker`] in process memory for the embedded mode, with JetStream's
 //! delivery rules: each durable consumer is a queue shared by its subscribers;
-//! a delivery not acknowledged within `ack_wait` (extended by `in_progress`)
+//! a delivery is taken only when a subscriber polls (nothing waits in a
+//! buffer); a delivery not acknowledged within `ack_wait` (extended by `in_progress`)
 //! comes back, a nak brings it back after its delay, `term` drops it; after
 //! `max_deliver` deliveries it is given up on and handed to
 //! [`Broker::dead_letter_exhausted`]; message ids are deduplicated for
@@ -151,10 +152,15 @@ impl MemoryBroker {
         self.lock().consumers.get_mut(durable).map(change)
     }
 
-    /// The consumer `durable`, created from `spec` when absent (later specs
-    /// do not change it, as with JetStream's `get_or_create_consumer`).
-    fn bind(state: &mut State, spec: &ConsumerSpec) {
-        if state.consumers.contains_key(&spec.durable) {
+    /// The consumer `durable`, created from `spec` when absent. A subscriber
+    /// (`reconcile`) brings an existing one's ack deadline and delivery bound
+    /// to `spec`, as JetStream's bind does; the dead-letter forwarder does not.
+    fn bind(state: &mut State, spec: &ConsumerSpec, reconcile: bool) {
+        if let Some(consumer) = state.consumers.get_mut(&spec.durable) {
+            if reconcile {
+                consumer.max_deliver = spec.max_deliver;
+                consumer.ack_wait = spec.ack_wait;
+            }
             return;
         }
         let mut consumer = Consumer::new(spec);
@@ -303,7 +309,7 @@ impl Broker for MemoryBroker {
         &self,
         spec: &ConsumerSpec,
     ) -> Result<BoxStream<'static, Result<Delivery, MessagingError>>, MessagingError> {
-        Self::bind(&mut self.lock(), spec);
+        Self::bind(&mut self.lock(), spec, true);
         let deliveries = stream::unfold(
             (self.clone(), spec.durable.clone()),
             |(broker, durable)| async move {
@@ -345,7 +351,7 @@ impl Broker for MemoryBroker {
     ) {
         let wake = {
             let mut state = self.lock();
-            Self::bind(&mut state, spec);
+            Self::bind(&mut state, spec, false);
             Arc::clone(&state.consumers[&spec.durable].wake_forwarder)
         };
         loop {

@@ -79,6 +79,9 @@ pub struct ConsumerSpec {
     pub durable: String,
     /// Subject filter within the stream (`>` wildcard allowed at the end).
     pub filter: &'static str,
+    /// Deliveries that run the handler (≤ 0: no bound). A broker gives up
+    /// after this many; [`run_consumer`] instead binds with no broker bound
+    /// and enforces it itself, so dead-lettering needs no advisory.
     pub max_deliver: i64,
     pub ack_wait: Duration,
     /// Messages handled concurrently by one replica.
