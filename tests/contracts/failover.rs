@@ -132,8 +132,18 @@ async fn kill_master_under_writes(
     })
     .await;
     watcher.await.expect("watcher");
-    let new = new_master.lock().expect("lock").expect("a new master");
-    assert_eq!(role(new).await.as_deref(), Some("master"));
+    // A Sentinel may name the replica it is promoting a moment before that
+    // node has switched (or one whose promotion is then aborted for
+    // another): the new master is the node Sentinel names once it says so itself.
+    let new = catga_tests::eventually(
+        "the node Sentinel names to act as master",
+        Duration::from_secs(30),
+        || async {
+            let named = group.master_port().await?;
+            (named != old && role(named).await.as_deref() == Some("master")).then_some(named)
+        },
+    )
+    .await;
     println!(
         "failover of :{old} to :{new}: writes failed (503) for {:.1} s",
         outage.as_secs_f64()
