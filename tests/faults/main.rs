@@ -789,10 +789,16 @@ async fn an_order_api_killed_between_the_pending_write_and_the_publish_leaves_no
     env.insert("FAILPOINTS".into(), "catga::after-pending=return".into());
     let doomed = Service::start("order-api", &env, system.logs.path()).await;
     let customer = "c-orphan";
-    let sent = reqwest::Client::new()
-        .post(doomed.url("/api/orders"))
-        .json(&order_body(customer, &[("PROD-001", 1)]))
-        .send()
+    let body = serde_json::to_vec(&order_body(customer, &[("PROD-001", 1)])).expect("json");
+    let sent = system
+        .client_of(&doomed)
+        .as_customer(customer)
+        .try_send(
+            reqwest::Method::POST,
+            "/api/orders",
+            &[("content-type", "application/json")],
+            Some(body),
+        )
         .await;
     assert!(sent.is_err(), "the process died mid-request: {sent:?}");
     catga_tests::eventually("order-api to die", Duration::from_secs(10), || async {
