@@ -416,6 +416,36 @@ async fn chaos(
 }
 
 /// Every order in the store, newest first.
+/// Stock balances and is never negative: for each `(product, initial)`,
+/// `initial` less what `orders` (single-line) confirmed equals the stock in
+/// `products` (the catalog as `GET /api/products` answers it). Cancelled
+/// orders released theirs, so only Confirmed ones count.
+pub(crate) fn stock_errors<'a>(
+    products: &Value,
+    initials: impl IntoIterator<Item = (&'a str, i64)>,
+    orders: impl Iterator<Item = &'a Value> + Clone,
+) -> Vec<String> {
+    let mut errors = Vec::new();
+    for (product, initial) in initials {
+        let confirmed: i64 = orders
+            .clone()
+            .filter(|o| o["status"] == "Confirmed" && o["items"][0]["productId"] == product)
+            .map(|o| o["items"][0]["quantity"].as_i64().unwrap_or(0))
+            .sum();
+        let stock = products
+            .as_array()
+            .and_then(|all| all.iter().find(|p| p["productId"] == product))
+            .and_then(|p| p["stock"].as_i64())
+            .expect("product");
+        if stock < 0 || initial - confirmed != stock {
+            errors.push(format!(
+                "{product}: initial {initial} - confirmed {confirmed} != stock {stock}"
+            ));
+        }
+    }
+    errors
+}
+
 async fn all_orders(api: &Api) -> Vec<Value> {
     let mut orders = Vec::new();
     let mut path = "/api/orders?limit=100".to_owned();
@@ -539,24 +569,7 @@ async fn no_accepted_order_is_lost_or_doubled_under_faults() {
 
     // Stock balances: initial - confirmed (cancelled released theirs) = final, never negative.
     let products = api.get("/api/products").await.body;
-    let mut stock_errors = Vec::new();
-    for (product, initial) in PRODUCTS {
-        let confirmed: i64 = finals
-            .values()
-            .filter(|o| o["status"] == "Confirmed" && o["items"][0]["productId"] == product)
-            .map(|o| o["items"][0]["quantity"].as_i64().unwrap_or(0))
-            .sum();
-        let stock = products
-            .as_array()
-            .and_then(|all| all.iter().find(|p| p["productId"] == product))
-            .and_then(|p| p["stock"].as_i64())
-            .expect("product");
-        if stock < 0 || initial - confirmed != stock {
-            stock_errors.push(format!(
-                "{product}: initial {initial} - confirmed {confirmed} != stock {stock}"
-            ));
-        }
-    }
+    let stock_errors = stock_errors(&products, PRODUCTS, finals.values());
 
     // Every final state's event reached the webhook.
     let expected_events: HashSet<String> = accepted

@@ -28,7 +28,7 @@ pub(crate) struct Placed {
 /// Places orders with an `Idempotency-Key` each, retrying with the same key
 /// on 503, 409 and dropped connections, until `stop`. Records every 503.
 /// `worker` numbers are unique across every client of one system.
-pub(crate) async fn client(
+async fn client(
     api: Api,
     worker: usize,
     next: Arc<AtomicUsize>,
@@ -77,6 +77,54 @@ pub(crate) async fn client(
     }
 }
 
+/// Keyed clients placing orders on a system until stopped.
+pub(crate) struct KeyedLoad {
+    stop: Arc<AtomicBool>,
+    placed: Arc<Mutex<Vec<Placed>>>,
+    unavailable: Arc<Mutex<Vec<Instant>>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl KeyedLoad {
+    /// Starts [`WORKERS`] clients on `system`'s order-api.
+    pub(crate) fn start(system: &System) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let placed = Arc::new(Mutex::new(Vec::new()));
+        let unavailable = Arc::new(Mutex::new(Vec::new()));
+        let next = Arc::new(AtomicUsize::new(0));
+        let workers = (0..WORKERS)
+            .map(|worker| {
+                tokio::spawn(client(
+                    system.client(),
+                    worker,
+                    next.clone(),
+                    stop.clone(),
+                    placed.clone(),
+                    unavailable.clone(),
+                ))
+            })
+            .collect();
+        Self {
+            stop,
+            placed,
+            unavailable,
+            workers,
+        }
+    }
+
+    /// Stops the clients once each has its order in hand accepted: the
+    /// orders placed, and when each 503 came.
+    pub(crate) async fn stop(self) -> (Vec<Placed>, Vec<Instant>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for worker in self.workers {
+            worker.await.expect("client");
+        }
+        let placed = std::mem::take(&mut *self.placed.lock().expect("lock"));
+        let unavailable = std::mem::take(&mut *self.unavailable.lock().expect("lock"));
+        (placed, unavailable)
+    }
+}
+
 /// Seconds between the first and the last 503 in `[from, to)`.
 fn seconds_of_503(unavailable: &[Instant], from: Instant, to: Instant) -> f64 {
     let within: Vec<&Instant> = unavailable
@@ -101,22 +149,7 @@ async fn redis_master_failovers_lose_no_acknowledged_order() {
         (keys::HTTP_RATE_LIMIT_PER_SECOND, "0"),
     ])
     .await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let placed = Arc::new(Mutex::new(Vec::new()));
-    let unavailable = Arc::new(Mutex::new(Vec::new()));
-    let next = Arc::new(AtomicUsize::new(0));
-    let workers: Vec<_> = (0..WORKERS)
-        .map(|worker| {
-            tokio::spawn(client(
-                system.client(),
-                worker,
-                next.clone(),
-                stop.clone(),
-                placed.clone(),
-                unavailable.clone(),
-            ))
-        })
-        .collect();
+    let load = KeyedLoad::start(&system);
 
     // 1. Kill the master; Sentinel promotes a replica.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -143,16 +176,11 @@ async fn redis_master_failovers_lose_no_acknowledged_order() {
         .wait_for_new_master(second_master, Duration::from_secs(60))
         .await;
     tokio::time::sleep(Duration::from_secs(5)).await;
-    stop.store(true, Ordering::Relaxed);
-    for worker in workers {
-        worker.await.expect("client");
-    }
+    let (placed, unavailable) = load.stop().await;
     let end = Instant::now();
 
-    let placed = std::mem::take(&mut *placed.lock().expect("lock"));
     let checked = check(&system, &placed).await;
 
-    let unavailable = unavailable.lock().expect("lock").clone();
     println!("\n===== Redis failover tally =====");
     println!("  orders accepted: {}", placed.len());
     println!(
@@ -240,29 +268,15 @@ pub(crate) async fn check(system: &System, placed: &[Placed]) -> Checked {
 
     // Stock balances and is never negative.
     let products = api.get("/api/products").await.body;
-    let mut stock_errors = Vec::new();
-    for product in PRODUCTS {
+    let initials = PRODUCTS.map(|product| {
         let initial = default_catalog()
             .into_iter()
             .find(|p| p.product_id == product)
             .map(|p| p.stock)
             .expect("catalog product");
-        let confirmed: i64 = listed
-            .iter()
-            .filter(|o| o["status"] == "Confirmed" && o["items"][0]["productId"] == product)
-            .map(|o| o["items"][0]["quantity"].as_i64().unwrap_or(0))
-            .sum();
-        let stock = products
-            .as_array()
-            .and_then(|all| all.iter().find(|p| p["productId"] == product))
-            .and_then(|p| p["stock"].as_i64())
-            .expect("product");
-        if stock < 0 || initial - confirmed != stock {
-            stock_errors.push(format!(
-                "{product}: initial {initial} - confirmed {confirmed} != stock {stock}"
-            ));
-        }
-    }
+        (product, initial)
+    });
+    let stock_errors = crate::stock_errors(&products, initials, listed.iter());
 
     // Every final state was notified.
     let expected: HashSet<String> = finals

@@ -5,13 +5,7 @@
 //! client buffer where their deliveries run out. After SIGCONT the checker
 //! compares order by order, as for a failover.
 
-use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::time::Duration;
 
 use catga_core::{
     config::keys,
@@ -21,7 +15,7 @@ use catga_core::{
 use catga_tests::{Service, System};
 use nix::{sys::signal::Signal, unistd::Pid};
 
-use crate::redis_failover::{WORKERS, check, client};
+use crate::redis_failover::{KeyedLoad, check};
 
 /// The ack deadline of the run, short so the freeze spans many of them.
 const ACK_WAIT_SECONDS: u64 = 2;
@@ -55,22 +49,7 @@ async fn a_redis_frozen_for_many_ack_deadlines_with_a_backlog_loses_nothing() {
         (keys::HTTP_RATE_LIMIT_PER_SECOND, "0"),
     ])
     .await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let placed = Arc::new(Mutex::new(Vec::new()));
-    let unavailable = Arc::new(Mutex::new(Vec::new()));
-    let next = Arc::new(AtomicUsize::new(0));
-    let workers: Vec<_> = (0..WORKERS)
-        .map(|worker| {
-            tokio::spawn(client(
-                system.client(),
-                worker,
-                next.clone(),
-                stop.clone(),
-                placed.clone(),
-                unavailable.clone(),
-            ))
-        })
-        .collect();
+    let load = KeyedLoad::start(&system);
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // A backlog: the order-services pause while orders keep being accepted.
@@ -110,11 +89,7 @@ async fn a_redis_frozen_for_many_ack_deadlines_with_a_backlog_loses_nothing() {
     signal(&system.redis.0.process, Signal::SIGCONT);
 
     tokio::time::sleep(Duration::from_secs(5)).await;
-    stop.store(true, Ordering::Relaxed);
-    for worker in workers {
-        worker.await.expect("client");
-    }
-    let placed = std::mem::take(&mut *placed.lock().expect("lock"));
+    let (placed, _) = load.stop().await;
     let checked = check(&system, &placed).await;
     catga_tests::eventually(
         "the command backlog worked off",
