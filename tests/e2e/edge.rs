@@ -212,6 +212,8 @@ async fn a_flood_from_one_caller_gets_429_and_others_are_unaffected() {
             (keys::HTTP_RATE_LIMIT_PER_SECOND, "1"),
             (keys::HTTP_RATE_LIMIT_BURST, "5"),
             (keys::HTTP_TRUST_FORWARDED_FOR, "true"),
+            // Tokens are checked: only a valid one names a caller.
+            (keys::JWT_SECRET, JWT_SECRET),
         ],
         &logs,
     )
@@ -247,6 +249,50 @@ async fn a_flood_from_one_caller_gets_429_and_others_are_unaffected() {
     )
     .await;
     assert!(statuses.contains(&429), "{statuses:?}");
+    // Tokens signed with another key, naming a victim or a new subject each
+    // time, count against the sender's address and never against the victim.
+    let victim = bearer("c-victim");
+    let forged = |subject: &str| {
+        format!(
+            "Bearer {}",
+            customer_token("not-the-signing-secret-0123456789", subject)
+        )
+    };
+    for n in 0..30 {
+        let subject = if n % 2 == 0 {
+            "c-victim".to_owned()
+        } else {
+            format!("c-invented-{n}")
+        };
+        let reply = client
+            .send(
+                reqwest::Method::GET,
+                "/api/orders",
+                &[
+                    ("authorization", &forged(&subject)),
+                    ("x-forwarded-for", "192.0.2.66"),
+                ],
+                None,
+            )
+            .await;
+        assert!(
+            [401, 429].contains(&reply.status),
+            "forged token: {}",
+            reply.status
+        );
+    }
+    let (statuses, _) = flood(
+        &client,
+        &[
+            ("authorization", &forged("c-new")),
+            ("x-forwarded-for", "192.0.2.66"),
+        ],
+        1,
+    )
+    .await;
+    assert_eq!(statuses, [429], "the forger's address is over its quota");
+    let (statuses, _) = flood(&client, &[("authorization", &victim)], 5).await;
+    assert_eq!(statuses, [200; 5], "the victim's own quota is untouched");
     // Probes are not rate limited.
     assert_eq!(api.ops().get("/health/live").await.status, 200);
 }

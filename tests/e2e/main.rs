@@ -10,6 +10,7 @@ mod docs_page;
 mod edge;
 mod lifecycle;
 mod loadgen;
+mod memory_full;
 mod messaging;
 mod orders;
 mod secrets;

@@ -55,6 +55,11 @@ impl IdempotencyError {
         }
     }
 
+    /// Redis refused the write for memory (`maxmemory` reached, `noeviction`).
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, IdempotencyError::Redis(err) if crate::store::redis_error_is_out_of_memory(err))
+    }
+
     fn from_redis(key: &str, err: redis::RedisError) -> Self {
         if matches!(
             err.kind(),

@@ -29,12 +29,17 @@ use tokio::time::Instant;
 pub struct Settings {
     /// Where notification-service sends notifications (`Notification__*`).
     pub channel: Channel,
+    /// How long final orders are kept (`Orders__RetentionDays`): the memory
+    /// store is swept like Redis, so a long-running trial does not grow
+    /// without bound.
+    pub order_retention: Duration,
 }
 
 impl Settings {
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
             channel: Channel::from_env(env)?,
+            order_retention: order_service::config::retention_from_env(env)?,
         })
     }
 }
@@ -117,6 +122,14 @@ impl System {
                 stop.clone(),
             ),
         );
+        tasks.spawn(
+            "remove final orders past their retention",
+            order_service::retention::sweep_until_shutdown(
+                Arc::new(store.clone()),
+                settings.order_retention,
+                stop.clone(),
+            ),
+        );
         let health = Health::new(services::ORDER_API, Vec::new());
         tasks.spawn(
             "refresh dependency gauges",
@@ -155,4 +168,45 @@ fn forward_exhausted(
     tasks.spawn("dead-letter exhausted messages", async move {
         broker.dead_letter_exhausted(&spec, service, stop).await;
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use catga_core::{
+        contracts::PlaceOrder,
+        domain::OrderId,
+        store::{CommandApplier, OrderQueries},
+    };
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn final_orders_past_retention_are_swept_from_the_memory_store() {
+        let settings = Settings {
+            channel: Channel::Log,
+            order_retention: Duration::ZERO,
+        };
+        let system = System::start(&settings, Duration::from_secs(1))
+            .await
+            .expect("start");
+        // A place command as it arrives on the wire.
+        let order_id = OrderId::new();
+        let command: PlaceOrder = serde_json::from_value(serde_json::json!({
+            "commandId": PlaceOrder::command_id_for(&order_id),
+            "orderId": order_id,
+            "customerId": "c-embedded",
+            "items": [{"productId": "PROD-001", "productName": "Mechanical Keyboard",
+                       "quantity": 1, "unitPrice": 19.99}],
+            "totalAmount": "19.99",
+            "createdAt": "2026-01-01T00:00:00Z",
+        }))
+        .expect("a place command");
+        system.store.apply_place(&command).await.expect("placed");
+        assert!(system.store.order(&order_id).await.expect("read").is_some());
+
+        // The next sweep, a minute on (paused time runs ahead when idle).
+        tokio::time::sleep(order_service::retention::SWEEP_EVERY * 2).await;
+        assert_eq!(system.store.order(&order_id).await.expect("read"), None);
+        system.stop().await;
+    }
 }

@@ -40,7 +40,7 @@ pub const DEFAULT_RETENTION_DAYS: u64 = 90;
 
 /// Whole days, 1 to 10 years: a retention under a day would remove orders
 /// their customers are still looking at.
-fn retention_from_env(env: &Env) -> Result<Duration, ConfigError> {
+pub fn retention_from_env(env: &Env) -> Result<Duration, ConfigError> {
     let days = env.number_in(
         keys::ORDERS_RETENTION_DAYS,
         DEFAULT_RETENTION_DAYS,

@@ -79,6 +79,19 @@ impl StoreError {
             }
         }
     }
+
+    /// Redis refused a write for memory (`maxmemory` reached under
+    /// `noeviction`): transient, as retention or an operator frees memory,
+    /// but worth saying so to whoever waits.
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, StoreError::Redis(err) if redis_error_is_out_of_memory(err))
+    }
+}
+
+/// `OOM command not allowed when used memory > 'maxmemory'`, also when a
+/// script's write met it (Redis 7 passes the command's error code through).
+pub(crate) fn redis_error_is_out_of_memory(err: &::redis::RedisError) -> bool {
+    err.code() == Some("OOM")
 }
 
 /// The one rule for Redis errors, shared by the order store and the
@@ -90,7 +103,7 @@ pub(crate) fn redis_error_is_transient(err: &::redis::RedisError) -> bool {
     }
     // Replies redis-rs has no kind for: out of memory until keys expire, a
     // script still running, too few replicas for a write.
-    if matches!(err.code(), Some("OOM" | "BUSY" | "NOREPLICAS")) {
+    if redis_error_is_out_of_memory(err) || matches!(err.code(), Some("BUSY" | "NOREPLICAS")) {
         return true;
     }
     matches!(

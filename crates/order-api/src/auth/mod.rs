@@ -168,6 +168,13 @@ fn bearer_token(headers: &HeaderMap) -> Result<&str, Refusal> {
     }
 }
 
+/// The outcome of checking a request's bearer token, kept in the request's
+/// extensions by whoever checked it first (the rate limiter keys on the
+/// proven caller), so that [`authenticate`] does not check it twice.
+/// Extensions are set by the server alone: a client cannot supply one.
+#[derive(Debug, Clone)]
+pub struct Checked(pub Result<Access, Refusal>);
+
 /// Middleware: authenticates the request and hands its [`Access`] to the
 /// handler, or answers the refusal. Mount with
 /// `axum::middleware::from_fn_with_state(authenticator, auth::authenticate)`.
@@ -176,7 +183,11 @@ pub async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    match authenticator.access(request.headers()).await {
+    let outcome = match request.extensions_mut().remove::<Checked>() {
+        Some(Checked(outcome)) => outcome,
+        None => authenticator.access(request.headers()).await,
+    };
+    match outcome {
         Ok(access) => {
             request.extensions_mut().insert(access);
             next.run(request).await

@@ -5,7 +5,7 @@
 
 /// A refused bearer token. Each variant is one `reason` label of
 /// `catga_auth_refusals_total`.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum Refusal {
     #[error("no bearer token")]
     Missing,

@@ -252,6 +252,8 @@ impl ApiError {
             .detail("order-api is at its limit of concurrent requests; retry shortly")
             .retry_after(RETRY_SOON_SECONDS),
             // A refusal or data the store cannot read will not do better on retry.
+            ApiError::Store(err) if err.is_out_of_memory() => storage_full(),
+            ApiError::Idempotency(err) if err.is_out_of_memory() => storage_full(),
             ApiError::Store(err) if !err.is_transient() => internal(),
             ApiError::Store(_) => unavailable("the order store is unavailable; retry shortly"),
             ApiError::Messaging(_) | ApiError::PublishTimedOut(_) => {
@@ -288,6 +290,18 @@ fn unavailable(detail: &'static str) -> Problem {
         "Temporarily unavailable",
     )
     .detail(detail)
+    .retry_after(RETRY_AFTER_SECONDS)
+}
+
+/// Redis refuses writes for memory: new orders wait until retention or an
+/// operator frees some (`CatgaRedisMemoryNearMax` fired before this).
+fn storage_full() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "storage-full",
+        "Order storage is full",
+    )
+    .detail("the order store has reached its memory limit and accepts no new orders for now; retry later")
     .retry_after(RETRY_AFTER_SECONDS)
 }
 

@@ -67,7 +67,7 @@ pub struct AppState {
 /// probes and `/metrics` are on [`ops_app`], served on another port.
 pub fn app(state: AppState) -> Router {
     let (max_body_bytes, body_timeout) = (state.max_body_bytes, state.body_timeout);
-    let rate_limit = state.rate_limit.clone();
+    let (rate_limit, authenticator) = (state.rate_limit.clone(), state.authenticator.clone());
     // One limit for the whole API, shared by every route; an overload is
     // answered 503 at once (load shedding) rather than queued without bound.
     let admission = ServiceBuilder::new()
@@ -103,7 +103,7 @@ pub fn app(state: AppState) -> Router {
     // Outermost: a flood is refused before its bodies are read.
     let api = match rate_limit {
         Some(limit) => api.layer(axum::middleware::from_fn_with_state(
-            limit,
+            (limit, authenticator),
             rate_limit::limit_per_caller,
         )),
         None => api,
