@@ -3,7 +3,10 @@
 # monitoring the current master.
 set -eu
 . /etc/redis/find-master.sh
-conf=/run/sentinel/sentinel.conf
+# The configuration Sentinel rewrites: an emptyDir in Kubernetes, the
+# container's volume in Compose (REDIS_RUN_DIR, as for start.sh).
+run_dir="${REDIS_RUN_DIR:-/run/sentinel}"
+conf="$run_dir/sentinel.conf"
 # The master: what the other Sentinels or the nodes say, else (first
 # boot of the set) redis-0. Wait up to 2 minutes for it to answer: a
 # Sentinel refuses a master whose name does not resolve yet.
@@ -18,7 +21,7 @@ while :; do
 done
 echo "monitoring mymaster at $master"
 {
-  echo "dir /run/sentinel"
+  echo "dir $run_dir"
   echo "sentinel announce-ip $HOSTNAME.redis-sentinel"
   echo "requirepass \"$REDIS_SENTINEL_PASSWORD\""
   echo "sentinel sentinel-pass \"$REDIS_SENTINEL_PASSWORD\""

@@ -6,7 +6,10 @@
 set -eu
 . /etc/redis/find-master.sh
 me="$HOSTNAME.redis"
-conf=/run/redis/redis.conf
+# The runtime configuration: an emptyDir in Kubernetes. Compose points
+# REDIS_RUN_DIR at the container's volume (its tmpfs came back unwritable
+# for the redis user after a restart).
+conf="${REDIS_RUN_DIR:-/run/redis}/redis.conf"
 cp /etc/redis/redis.conf "$conf"
 {
   echo "requirepass \"$REDIS_PASSWORD\""

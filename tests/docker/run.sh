@@ -560,6 +560,31 @@ rejoined_as_replica() {  # the old master follows the promoted node (start.sh as
     return 1
 }
 check "the old Redis master came back as a replica of $PROMOTED" rejoined_as_replica
+
+# A master killed and started again at once, before the Sentinels notice: its
+# start script sees them still naming it master, waits (not listening) for
+# them to promote a replica, and follows it instead of resuming as master.
+FAST_NAME="$(sentinel_master)"
+FAST="$(service_containers "$FAST_NAME")"
+echo "killing the Redis master $FAST_NAME and starting it again at once"
+docker kill "$FAST" >/dev/null 2>&1 || true
+docker start "$FAST" >/dev/null 2>&1 || true
+follows_a_promoted_node() {
+    local deadline=$((SECONDS + 90)) now
+    while ((SECONDS < deadline)); do
+        now="$(sentinel_master)"
+        if [[ "$now" =~ ^redis-[012]$ && "$now" != "$FAST_NAME" ]] \
+            && docker exec "$FAST" sh -c 'redis-cli -a "$REDIS_PASSWORD" --no-auth-warning info replication' \
+                | tr -d '\r' | grep -q "^master_host:$now\.redis$"; then
+            echo "$FAST_NAME follows $now"
+            return 0
+        fi
+        sleep 1
+    done
+    docker logs "$FAST" 2>&1 | grep -m3 'starting as' || true
+    return 1
+}
+check "a master restarted at once waits for the promotion and follows it ($FAST_NAME)" follows_a_promoted_node
 check "the stack is healthy again after the restarts" all_healthy 90
 check "the NATS node rejoined the cluster" nats_cluster_ok
 

@@ -695,8 +695,9 @@ fn sentinel_decides_the_master_not_the_ordinal() {
     assert!(start.contains("replica-announce-ip $me"));
     let conf_path = script
         .lines()
-        .find_map(|l| l.trim().strip_prefix("conf="))
-        .expect("sentinel.sh names its configuration file");
+        .find_map(|l| l.trim().strip_prefix("run_dir=\"${REDIS_RUN_DIR:-"))
+        .and_then(|l| l.strip_suffix("}\""))
+        .expect("sentinel.sh names its configuration's folder");
     let container = model::main_container(sentinels);
     let mount = container["volumeMounts"]
         .as_array()
