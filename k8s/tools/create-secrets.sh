@@ -6,9 +6,12 @@
 #   k8s/tools/create-secrets.sh --rotate   replace it (then: kubectl rollout restart ...)
 #   k8s/tools/create-secrets.sh --print    print the manifest instead (to seal or encrypt it)
 #
-# Keys: redis-password (REDIS_PASSWORD of Redis and the services), jwt-secret
+# Keys: redis-password (REDIS_PASSWORD of Redis and the services),
+# redis-sentinel-password (the Sentinels' requirepass; REDIS_SENTINEL_PASSWORD
+# of Redis, the Sentinels and the services), jwt-secret
 # (Auth__JwtSecret of order-api, >= 32 characters), grafana-admin-password.
-# Values may be given instead of generated: REDIS_PASSWORD=... JWT_SECRET=...
+# Values may be given instead of generated: REDIS_PASSWORD=...
+# REDIS_SENTINEL_PASSWORD=... JWT_SECRET=...
 # GRAFANA_ADMIN_PASSWORD=... (hex or other characters without quotes or spaces).
 # Webhooks, only when given (nothing is generated for them):
 #   ALERT_WEBHOOK_URL=https://...         -> alertmanager-webhook-url: where
@@ -22,6 +25,7 @@ mode="${1:-create}"
 random_hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }
 
 redis_password="${REDIS_PASSWORD:-$(random_hex 24)}"
+redis_sentinel_password="${REDIS_SENTINEL_PASSWORD:-$(random_hex 24)}"
 jwt_secret="${JWT_SECRET:-$(random_hex 32)}"
 grafana_password="${GRAFANA_ADMIN_PASSWORD:-$(random_hex 12)}"
 if ((${#jwt_secret} < 32)); then
@@ -42,6 +46,7 @@ fi
 manifest() {
   kubectl create secret generic catga-secrets --namespace catga-cluster \
     --from-literal=redis-password="$redis_password" \
+    --from-literal=redis-sentinel-password="$redis_sentinel_password" \
     --from-literal=jwt-secret="$jwt_secret" \
     --from-literal=grafana-admin-password="$grafana_password" \
     "${webhooks[@]}" \
@@ -55,7 +60,7 @@ case "$mode" in
   --rotate)
     kubectl apply -f "$here/../00-namespace.yml"
     manifest | kubectl apply -f -
-    echo "rotated; restart the workloads: kubectl rollout restart statefulset/redis deployment -n catga-cluster"
+    echo "rotated; restart the workloads: kubectl rollout restart statefulset/redis statefulset/redis-sentinel deployment -n catga-cluster"
     ;;
   create)
     kubectl apply -f "$here/../00-namespace.yml"

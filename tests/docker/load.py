@@ -69,7 +69,9 @@ def place(api, index, stats, lock):
     customer = f"c-{index % 17}"
     body = {"customerId": customer, "items": [{"productId": "PROD-001", "quantity": 1}]}
     headers = {"Idempotency-Key": key, "Authorization": bearer(customer)}
-    for attempt in range(12):
+    # About 35 s of retries: a Redis failover (Sentinel's 5 s detection, the
+    # promotion, the services following) answers 503 meanwhile.
+    for attempt in range(20):
         status, raw = http("POST", f"{api}/api/orders", body, headers)
         with lock:
             stats["responses"][str(status)] = stats["responses"].get(str(status), 0) + 1

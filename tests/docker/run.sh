@@ -6,16 +6,18 @@
 #   2. builds the images with the commands docs/containers.md gives (one
 #      target of docker/Dockerfile per image: the three services and loadgen)
 #      and checks each: non-root, read-only root
-#      filesystem, no shell, size, labels; the services answer /health,
-#      loadgen runs and refuses bad arguments with status 2;
+#      filesystem, no shell, size, labels; the images run in distributed
+#      mode (no NATS__Url: exit 2 with one line naming it); the services
+#      answer /health, loadgen runs and refuses bad arguments with status 2;
 #   3. brings the Compose stack up (not the observability profile's Grafana
 #      and Jaeger, which cannot be made locally; Prometheus is); the deps
 #      profile (NATS and Redis alone on loopback ports) separately;
 #   4. drives it with the loadgen image on the stack's network (fixed rate,
 #      every order followed to its final state);
-#   5. places orders while one NATS node and one order-service replica are
-#      stopped, and checks that every accepted order is confirmed (or
-#      rejected) and notified;
+#   5. places orders while one NATS node, the Redis master (Sentinel promotes
+#      a replica; the old master comes back as its replica) and one
+#      order-service replica are stopped, and checks that every accepted
+#      order is confirmed (or rejected) and notified;
 #   6. tears everything down and checks that no container, network or volume
 #      of its project is left.
 #
@@ -179,6 +181,15 @@ for cmd in "${BUILD_CMDS[@]}"; do
 done
 
 declare -A SIZE_MB
+# exits_naming_the_setting IMAGE SETTING DOCKER-RUN-ARGS...: the container
+# stops by itself with status 2 and prints one line, which names SETTING.
+exits_naming_the_setting() {
+    local image="$1" setting="$2" out rc=0
+    shift 2
+    out="$(timeout 60 docker run --rm --read-only --cap-drop ALL "$@" "$image" 2>&1)" || rc=$?
+    printf 'exit %s: %s\n' "$rc" "$out"
+    [[ $rc -eq 2 && "$(printf '%s\n' "$out" | wc -l)" -eq 1 && "$out" == *"$setting"* ]]
+}
 # The size budget of every image. 40 MB until order-api gained the identity
 # provider's key handling (RSA, P-256) and the vendored Swagger UI (a 1.8 MB
 # archive) of /api/docs, which a build without a CDN must carry: 45 MB since.
@@ -201,14 +212,29 @@ for svc in "${SERVICES[@]}"; do
     SIZE_MB[$svc]=$(awk -v s="$size" 'BEGIN {printf "%.1f", s/1000000}')
     check "$svc: image is under $MAX_IMAGE_MB MB (${SIZE_MB[$svc]} MB)" test "$size" -lt $((MAX_IMAGE_MB * 1000000))
 
-    # Alone, read-only, no capabilities: order-api runs its embedded mode and
-    # is ready; the consumers answer /health (ready needs NATS and Redis).
+    # The image is in distributed mode: a container without NATS__Url (or
+    # with it misspelled) stops at once, naming the setting on one line.
+    check "$svc: without NATS__Url the container exits 2 with one line naming it" \
+        exits_naming_the_setting "$image" NATS__Url -e Redis__Configuration=redis:6379
+    check "$svc: a misspelled NATS__Url (Nats__Url) is named too" \
+        exits_naming_the_setting "$image" NATS__Url -e Nats__Url=nats://nats:4222 -e Redis__Configuration=redis:6379
+    check "$svc: without Redis__Configuration the container exits 2 naming it" \
+        exits_naming_the_setting "$image" Redis__Configuration -e NATS__Url=nats://nats:4222
+
+    # Alone, read-only, no capabilities: order-api runs its embedded mode
+    # (asked for explicitly) and is ready; the consumers, pointed at servers
+    # that are not there, answer /health (ready needs NATS and Redis).
     name="$PROJECT-$svc-solo"
     STANDALONE+=("$name")
     hport="$(free_port)"
     ops_args=(); [[ ${OPS_PORT[$svc]} != "$port" ]] && ops_args=(-p "127.0.0.1:$(free_port):${OPS_PORT[$svc]}")
+    if [[ $svc == order-api ]]; then
+        mode_args=(-e Catga__Mode=embedded)
+    else
+        mode_args=(-e NATS__Url=nats://127.0.0.1:4222 -e Redis__Configuration=127.0.0.1:6379)
+    fi
     docker run -d --name "$name" --read-only --cap-drop ALL --security-opt no-new-privileges \
-        -p "127.0.0.1:$hport:$port" "${ops_args[@]}" "$image" >/dev/null
+        "${mode_args[@]}" -p "127.0.0.1:$hport:$port" "${ops_args[@]}" "$image" >/dev/null
     hport="$(docker port "$name" "${OPS_PORT[$svc]}/tcp" | head -n1 | sed 's/.*://')"
     check "$svc: answers /health with a read-only root filesystem" wait_http "http://127.0.0.1:$hport/health" 20
     check "$svc: container root filesystem is read-only" \
@@ -333,7 +359,30 @@ nats_cluster_ok() {  # every node routes to the two others and sees one meta lea
     [[ -n "${leaders[0]}" && "${leaders[0]}" == "${leaders[1]}" && "${leaders[1]}" == "${leaders[2]}" ]]
 }
 check "three NATS nodes in one JetStream cluster" nats_cluster_ok
-REDIS_MASTER="$(service_containers redis-master)"
+# The Redis node the Sentinels name master (its Compose service name).
+sentinel_master() {
+    docker exec "$(service_containers redis-sentinel-0)" sh -c \
+        'redis-cli -p 26379 -a "$REDIS_SENTINEL_PASSWORD" --no-auth-warning --raw sentinel get-master-addr-by-name mymaster' \
+        | head -n1 | sed 's/\..*//' || true
+}
+sentinels_see_each_other() {  # each Sentinel counts three usable Sentinels (quorum and majority)
+    local deadline=$((SECONDS + 30)) n ok
+    while ((SECONDS < deadline)); do
+        ok=0
+        for n in 0 1 2; do
+            docker exec "$(service_containers redis-sentinel-$n)" sh -c \
+                'redis-cli -p 26379 -a "$REDIS_SENTINEL_PASSWORD" --no-auth-warning sentinel ckquorum mymaster' \
+                | grep -q '^OK 3 usable' && ok=$((ok + 1))
+        done
+        ((ok == 3)) && return 0
+        sleep 1
+    done
+    return 1
+}
+check "three Sentinels see each other and reach their quorum" sentinels_see_each_other
+REDIS_MASTER_NAME="$(sentinel_master)"
+REDIS_MASTER="$(service_containers "$REDIS_MASTER_NAME")"
+check "the Sentinels name a Redis master ($REDIS_MASTER_NAME)" test -n "$REDIS_MASTER"
 check "Redis master has two replicas with AOF on" bash -c \
     "docker exec $REDIS_MASTER sh -c 'redis-cli -a \"\$REDIS_PASSWORD\" --no-auth-warning info replication | grep -q connected_slaves:2 && redis-cli -a \"\$REDIS_PASSWORD\" --no-auth-warning config get appendonly | grep -qx yes'"
 check "services run read-only as uid 65532" bash -c '
@@ -377,7 +426,7 @@ for svc in "${SERVICES[@]}"; do
     twin="$PROJECT-$svc-twin"
     STANDALONE+=("$twin")
     hport="$(free_port)"
-    mapfile -t envs < <(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$src" | grep -E '__|REDIS_PASSWORD' )
+    mapfile -t envs < <(docker inspect -f '{{range .Config.Env}}{{println .}}{{end}}' "$src" | grep -E '__|^REDIS_' )
     env_args=(); for e in "${envs[@]}"; do [[ -n "$e" ]] && env_args+=(-e "$e"); done
     docker create --name "$twin" --network "$NETWORK" --read-only --cap-drop ALL \
         "${env_args[@]}" -p "127.0.0.1:$hport:${OPS_PORT[$svc]}" "catga/$svc:$VERSION" >/dev/null
@@ -454,7 +503,7 @@ else
 fi
 
 ###########################################################################
-say "5. orders under failures: $ORDERS orders, one NATS node and one order-service replica stopped mid-load"
+say "5. orders under failures: $ORDERS orders, one NATS node, the Redis master and one order-service replica stopped mid-load"
 SINK_PORT="$(compose port webhook-sink 9000 | sed 's/.*://')"
 # The NATS node that leads the order-commands stream, so that stopping it
 # forces a leader election mid-load (nats-1 if that cannot be read).
@@ -468,12 +517,16 @@ for a in d.get("account_details") or []:
             print((st.get("cluster") or {}).get("leader") or "")
 ' 2>/dev/null || true)"
 [[ "$LEADER" =~ ^nats-[012]$ ]] || LEADER=nats-1
-echo "stopping $LEADER (leader of CATGA_ORDER_COMMANDS) at 30% and one order-service replica at 60%"
+REDIS_VICTIM_NAME="$(sentinel_master)"
+[[ "$REDIS_VICTIM_NAME" =~ ^redis-[012]$ ]] || REDIS_VICTIM_NAME=redis-0
+REDIS_VICTIM="$(service_containers "$REDIS_VICTIM_NAME")"
+echo "stopping $LEADER (leader of CATGA_ORDER_COMMANDS) at 30%, the Redis master $REDIS_VICTIM_NAME at 45% and one order-service replica at 60%"
 NATS_VICTIM="$(service_containers "$LEADER")"
 OS_VICTIM="$(service_containers order-service | tail -n1)"
 python3 "$HERE/load.py" --api "$API" --sink "http://127.0.0.1:$SINK_PORT" \
     --orders "$ORDERS" --out "$WORK/summary.json" \
     --disrupt "0.3:docker stop -t 10 $NATS_VICTIM" \
+    --disrupt "0.45:docker stop -t 10 $REDIS_VICTIM" \
     --disrupt "0.6:docker stop -t 30 $OS_VICTIM" || fail "load.py ran"
 if [[ -s "$WORK/summary.json" ]]; then
     S="$WORK/summary.json"
@@ -492,7 +545,46 @@ if [[ -s "$WORK/summary.json" ]]; then
 else
     fail "load summary written"
 fi
-check "the stopped NATS node and order-service replica start again" docker start "$NATS_VICTIM" "$OS_VICTIM"
+PROMOTED="$(sentinel_master)"
+check "Sentinel promoted another Redis node ($REDIS_VICTIM_NAME -> ${PROMOTED:-none})" \
+    bash -c "[[ '$PROMOTED' =~ ^redis-[012]$ && '$PROMOTED' != '$REDIS_VICTIM_NAME' ]]"
+check "the stopped NATS node, Redis master and order-service replica start again" \
+    docker start "$NATS_VICTIM" "$REDIS_VICTIM" "$OS_VICTIM"
+rejoined_as_replica() {  # the old master follows the promoted node (start.sh asked the Sentinels)
+    local deadline=$((SECONDS + 60))
+    while ((SECONDS < deadline)); do
+        docker exec "$REDIS_VICTIM" sh -c 'redis-cli -a "$REDIS_PASSWORD" --no-auth-warning info replication' \
+            | tr -d '\r' | grep -q "^master_host:$PROMOTED\.redis$" && return 0
+        sleep 1
+    done
+    return 1
+}
+check "the old Redis master came back as a replica of $PROMOTED" rejoined_as_replica
+
+# A master killed and started again at once, before the Sentinels notice: its
+# start script sees them still naming it master, waits (not listening) for
+# them to promote a replica, and follows it instead of resuming as master.
+FAST_NAME="$(sentinel_master)"
+FAST="$(service_containers "$FAST_NAME")"
+echo "killing the Redis master $FAST_NAME and starting it again at once"
+docker kill "$FAST" >/dev/null 2>&1 || true
+docker start "$FAST" >/dev/null 2>&1 || true
+follows_a_promoted_node() {
+    local deadline=$((SECONDS + 90)) now
+    while ((SECONDS < deadline)); do
+        now="$(sentinel_master)"
+        if [[ "$now" =~ ^redis-[012]$ && "$now" != "$FAST_NAME" ]] \
+            && docker exec "$FAST" sh -c 'redis-cli -a "$REDIS_PASSWORD" --no-auth-warning info replication' \
+                | tr -d '\r' | grep -q "^master_host:$now\.redis$"; then
+            echo "$FAST_NAME follows $now"
+            return 0
+        fi
+        sleep 1
+    done
+    docker logs "$FAST" 2>&1 | grep -m3 'starting as' || true
+    return 1
+}
+check "a master restarted at once waits for the promotion and follows it ($FAST_NAME)" follows_a_promoted_node
 check "the stack is healthy again after the restarts" all_healthy 90
 check "the NATS node rejoined the cluster" nats_cluster_ok
 

@@ -21,7 +21,7 @@ use std::{
 };
 
 use catga_core::{
-    config::{Env, keys},
+    config::{Env, RedisTopology, keys},
     contracts::{consumers, services, streams},
 };
 use model::{Object, find, labels, objects, resolve_port, root, selects};
@@ -81,6 +81,7 @@ const KNOWN_KEYS: &[&str] = &[
     keys::NATS_ACK_WAIT_SECONDS,
     keys::REDIS_CONFIGURATION,
     keys::REDIS_PASSWORD,
+    keys::REDIS_SENTINEL_PASSWORD,
     keys::ENABLE_IDEMPOTENCY,
     keys::MAX_RETRY_ATTEMPTS,
     keys::IDEMPOTENCY_TTL_SECONDS,
@@ -106,6 +107,7 @@ pub struct Parsed {
     pub shutdown_grace: Duration,
     pub service_name: String,
     pub nats: catga_core::config::NatsSettings,
+    pub redis: catga_core::config::RedisSettings,
 }
 
 /// Runs the service's `Settings::from_env` on `env`; panics with the service's
@@ -119,7 +121,7 @@ pub fn parse_settings(service: &str, env: &Env) -> Parsed {
             let s = order_api::Settings::from_env(env).unwrap_or_else(|e| fail(e));
             // A distributed order-api authenticates its callers (or says it does not).
             s.auth.require_for_distributed().unwrap_or_else(|e| fail(e));
-            let Some(order_api::Distributed { nats, .. }) =
+            let Some(order_api::Distributed { nats, redis, .. }) =
                 order_api::Distributed::from_env(env).unwrap_or_else(|e| fail(e))
             else {
                 panic!(
@@ -133,6 +135,7 @@ pub fn parse_settings(service: &str, env: &Env) -> Parsed {
                 shutdown_grace: s.common.shutdown_grace,
                 service_name: s.common.service_name,
                 nats,
+                redis,
             }
         }
         services::ORDER_SERVICE => {
@@ -143,6 +146,7 @@ pub fn parse_settings(service: &str, env: &Env) -> Parsed {
                 shutdown_grace: s.common.shutdown_grace,
                 service_name: s.common.service_name,
                 nats: s.nats,
+                redis: s.redis,
             }
         }
         services::NOTIFICATION_SERVICE => {
@@ -153,6 +157,7 @@ pub fn parse_settings(service: &str, env: &Env) -> Parsed {
                 shutdown_grace: s.common.shutdown_grace,
                 service_name: s.common.service_name,
                 nats: s.nats,
+                redis: s.redis,
             }
         }
         other => panic!("unknown service {other}"),
@@ -276,6 +281,30 @@ fn generated_files_are_byte_identical_to_their_sources() {
         sources,
         "grafana-dashboards holds exactly the dashboards of docker/observability/grafana/dashboards"
     );
+
+    // Redis and Sentinel configuration and scripts: ConfigMap redis-config
+    // carries docker/redis/ verbatim (Compose mounts the same files).
+    let generated = model::load_file(&root.join("k8s/19-redis-generated.yml"));
+    let data = find(&generated, "ConfigMap", "redis-config").value["data"]
+        .as_object()
+        .expect("data")
+        .clone();
+    let mut sources = BTreeSet::new();
+    for entry in std::fs::read_dir(root.join("docker/redis")).expect("docker/redis") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_owned();
+        assert_eq!(
+            data.get(&name).and_then(Value::as_str),
+            Some(std::fs::read_to_string(&path).expect("source").as_str()),
+            "redis-config/{name} differs from docker/redis/{name}: run k8s/tools/sync.sh"
+        );
+        sources.insert(name);
+    }
+    assert_eq!(data.keys().cloned().collect::<BTreeSet<_>>(), sources);
 
     // The kustomize base: byte-identical copies of the top-level manifests.
     let copies = root.join("k8s/kustomize/base/resources");
@@ -485,25 +514,18 @@ fn connection_settings_point_at_the_manifests_services() {
             app.service,
             keys::NATS_STREAM_REPLICAS
         );
-        // Redis__Configuration names the master Service and its port.
-        let redis = values.get(keys::REDIS_CONFIGURATION).expect("Redis");
-        let (host, port) = redis
-            .split(',')
-            .next()
-            .and_then(|e| e.rsplit_once(':'))
-            .expect("host:port");
-        let service = find(&all, "Service", host);
+        // Redis__Configuration names every Sentinel by its stable pod name
+        // (headless Service) and the service name they monitor.
         assert_eq!(
-            service.spec()["selector"]["statefulset.kubernetes.io/pod-name"],
-            "redis-0",
-            "the master is redis-0"
-        );
-        assert!(
-            service.spec()["ports"]
-                .as_array()
-                .expect("ports")
-                .iter()
-                .any(|p| p["port"].as_u64() == port.parse().ok())
+            parsed.redis.topology,
+            RedisTopology::Sentinel {
+                sentinels: sentinel_endpoints(&all),
+                service_name: sentinel_service_name(),
+                password: Some(secret_value(SENTINEL_PASSWORD_KEY)),
+            },
+            "{}: {} goes through the Sentinels",
+            app.service,
+            keys::REDIS_CONFIGURATION
         );
         // The Jaeger endpoint is a Service port of Jaeger's OTLP receiver.
         let jaeger = url::Url::parse(values.get(keys::OTEL_JAEGER_ENDPOINT).expect("endpoint"))
@@ -521,6 +543,201 @@ fn connection_settings_point_at_the_manifests_services() {
                 .unwrap_or_default()
                 .starts_with("otlp"),
             "{jaeger} is not an OTLP port"
+        );
+    }
+}
+
+/// The Secret key of the Sentinels' password (their `requirepass`).
+const SENTINEL_PASSWORD_KEY: &str = "redis-sentinel-password";
+
+/// A file of ConfigMap redis-config (generated from docker/redis/).
+fn redis_config(name: &str) -> String {
+    find(&objects(), "ConfigMap", "redis-config").value["data"][name]
+        .as_str()
+        .unwrap_or_else(|| panic!("redis-config has no {name}"))
+        .to_owned()
+}
+
+/// What `sentinel.sh` monitors: `sentinel monitor <name> $master <quorum>`.
+fn sentinel_monitor() -> (String, u64) {
+    let script = redis_config("sentinel.sh");
+    let line = script
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("echo \"sentinel monitor "))
+        .expect("sentinel.sh writes a `sentinel monitor` line");
+    let words: Vec<&str> = line.trim_end_matches('"').split_whitespace().collect();
+    let [name, "$master", quorum] = words.as_slice() else {
+        panic!("sentinel monitor line is not `<name> $master <quorum>`: {line}")
+    };
+    ((*name).to_owned(), quorum.parse().expect("quorum"))
+}
+
+fn sentinel_service_name() -> String {
+    sentinel_monitor().0
+}
+
+/// `host:port` of every Sentinel pod, by its stable name.
+fn sentinel_endpoints(all: &[Object]) -> Vec<(String, u16)> {
+    let sentinels = find(all, "StatefulSet", "redis-sentinel");
+    let headless = find(
+        all,
+        "Service",
+        sentinels.spec()["serviceName"]
+            .as_str()
+            .expect("serviceName"),
+    );
+    assert_eq!(headless.spec()["clusterIP"], "None");
+    let port = resolve_port(model::main_container(sentinels), &Value::from("sentinel"))
+        .expect("sentinel port");
+    (0..sentinels.spec()["replicas"].as_u64().expect("replicas"))
+        .map(|i| {
+            (
+                format!("{}-{i}.{}", sentinels.name(), headless.name()),
+                port,
+            )
+        })
+        .collect()
+}
+
+/// Three Redis pods, three Sentinels with a majority quorum, and nothing
+/// that makes the ordinal the master: no Service pinned to one Redis pod, a
+/// start script that asks the Sentinels (then the nodes) before it falls back
+/// to redis-0 on the first boot, and Sentinels that know the nodes by their
+/// stable names and write their configuration into an emptyDir.
+#[test]
+fn sentinel_decides_the_master_not_the_ordinal() {
+    let all = objects();
+    let redis = find(&all, "StatefulSet", "redis");
+    let sentinels = find(&all, "StatefulSet", "redis-sentinel");
+    assert_eq!(redis.spec()["replicas"], 3);
+    assert_eq!(sentinels.spec()["replicas"], 3);
+    let (service_name, quorum) = sentinel_monitor();
+    assert_eq!(quorum, 2, "a majority of the three Sentinels");
+    // PDBs keep a quorum of both.
+    for w in [redis, sentinels] {
+        let pdb = all
+            .iter()
+            .find(|o| {
+                o.kind() == "PodDisruptionBudget"
+                    && selects(&o.spec()["selector"], &labels(w.pod()))
+            })
+            .unwrap_or_else(|| panic!("{}: no PDB", w.describe()));
+        assert_eq!(pdb.spec()["minAvailable"], 2, "{}", pdb.describe());
+    }
+    // No Service follows a fixed pod: a `redis-master` pinned to redis-0
+    // would point at a demoted node after a failover.
+    for service in all.iter().filter(|o| o.kind() == "Service") {
+        assert!(
+            service.spec()["selector"]["statefulset.kubernetes.io/pod-name"].is_null(),
+            "{} selects one pod",
+            service.describe()
+        );
+    }
+    // The headless Services resolve before ready (the first boot needs it).
+    for w in [redis, sentinels] {
+        let headless = find(
+            &all,
+            "Service",
+            w.spec()["serviceName"].as_str().expect("name"),
+        );
+        assert_eq!(
+            headless.spec()["publishNotReadyAddresses"],
+            true,
+            "{}",
+            headless.describe()
+        );
+    }
+    // The start script: asks, and falls back to redis-0 only when nobody answers.
+    let find_master = redis_config("find-master.sh");
+    assert!(
+        find_master.contains(&format!("sentinel get-master-addr-by-name {service_name}")),
+        "find-master.sh asks the Sentinels for {service_name}"
+    );
+    let start = redis_config("start.sh");
+    assert!(start.contains(". /etc/redis/find-master.sh"));
+    let replicaof: Vec<&str> = start.lines().filter(|l| l.contains("replicaof")).collect();
+    assert!(
+        replicaof.iter().any(|l| l.contains("replicaof $master")),
+        "start.sh follows the master it found: {replicaof:?}"
+    );
+    let first_boot = start
+        .find("sentinel_master")
+        .zip(start.find("replicaof redis-0.redis"))
+        .is_some_and(|(asks, fallback)| asks < fallback);
+    assert!(
+        first_boot,
+        "redis-0 is the master only after asking the Sentinels"
+    );
+    assert!(
+        !start.contains("replicaof redis-0.redis 6379\" >>"),
+        "start.sh writes its role once, after deciding it"
+    );
+    // Sentinels: host names, a writable configuration in an emptyDir.
+    let conf = redis_config("sentinel.conf");
+    for line in [
+        "sentinel resolve-hostnames yes",
+        "sentinel announce-hostnames yes",
+    ] {
+        assert!(
+            conf.lines().any(|l| l.trim() == line),
+            "sentinel.conf lacks {line:?}"
+        );
+    }
+    let script = redis_config("sentinel.sh");
+    assert!(script.contains(&format!(
+        "sentinel announce-ip $HOSTNAME.{}",
+        sentinels.spec()["serviceName"].as_str().expect("name")
+    )));
+    assert!(start.contains(&format!(
+        "me=\"$HOSTNAME.{}\"",
+        redis.spec()["serviceName"].as_str().expect("name")
+    )));
+    assert!(start.contains("replica-announce-ip $me"));
+    let conf_path = script
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("run_dir=\"${REDIS_RUN_DIR:-"))
+        .and_then(|l| l.strip_suffix("}\""))
+        .expect("sentinel.sh names its configuration's folder");
+    let container = model::main_container(sentinels);
+    let mount = container["volumeMounts"]
+        .as_array()
+        .expect("mounts")
+        .iter()
+        .find(|m| {
+            conf_path.starts_with(m["mountPath"].as_str().unwrap_or("-")) && m["readOnly"] != true
+        })
+        .unwrap_or_else(|| panic!("{conf_path} is on no writable mount"));
+    assert!(
+        sentinels.pod()["spec"]["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .any(|v| v["name"] == mount["name"] && !v["emptyDir"].is_null()),
+        "the Sentinel's configuration is in an emptyDir"
+    );
+    // Authentication: the Sentinels' password is its own Secret key, which
+    // the services are given as REDIS_SENTINEL_PASSWORD.
+    assert!(
+        script.contains("requirepass \\\"$REDIS_SENTINEL_PASSWORD\\\""),
+        "{script}"
+    );
+    assert!(generated_secret_keys().contains(SENTINEL_PASSWORD_KEY));
+    for w in [sentinels, redis] {
+        let env = model::env_of(model::main_container(w));
+        assert_eq!(
+            env.secrets.get(keys::REDIS_SENTINEL_PASSWORD),
+            Some(&("catga-secrets".to_owned(), SENTINEL_PASSWORD_KEY.to_owned())),
+            "{}",
+            w.describe()
+        );
+    }
+    for app in &APPS {
+        let env = model::env_of(model::main_container(find(&all, "Deployment", app.service)));
+        assert_eq!(
+            env.secrets.get(keys::REDIS_SENTINEL_PASSWORD),
+            Some(&("catga-secrets".to_owned(), SENTINEL_PASSWORD_KEY.to_owned())),
+            "{}",
+            app.service
         );
     }
 }
@@ -850,7 +1067,7 @@ fn every_pod_is_locked_down() {
 }
 
 /// The labels of each pod of a workload: a StatefulSet's pods also carry
-/// `statefulset.kubernetes.io/pod-name` (what `redis-master` selects).
+/// `statefulset.kubernetes.io/pod-name` (what a Service may select).
 fn pod_label_sets(w: &Object) -> Vec<BTreeMap<String, String>> {
     let base = labels(w.pod());
     if w.kind() != "StatefulSet" {
@@ -958,12 +1175,14 @@ fn needed_flows(all: &[Object]) -> BTreeSet<(String, String, u16)> {
                 url::Url::parse(server).expect("URL").port().expect("port"),
             );
         }
-        let redis = values[keys::REDIS_CONFIGURATION]
-            .split(',')
-            .next()
-            .and_then(|e| e.rsplit_once(':'))
-            .expect("host:port");
-        add(app.service, "redis", redis.1.parse().expect("port"));
+        // The Sentinels, then the master they name (any Redis node).
+        let RedisTopology::Sentinel { sentinels, .. } = &parsed.redis.topology else {
+            panic!("{}: Redis not through the Sentinels", app.service)
+        };
+        for (_, port) in sentinels {
+            add(app.service, "redis-sentinel", *port);
+        }
+        add(app.service, "redis", 6379);
         let jaeger = url::Url::parse(&values[keys::OTEL_JAEGER_ENDPOINT]).expect("URL");
         add(app.service, "jaeger", jaeger.port().expect("port"));
         // Scrapes go to the port of /metrics (order-api's ops port).
@@ -975,6 +1194,10 @@ fn needed_flows(all: &[Object]) -> BTreeSet<(String, String, u16)> {
     }
     add("nats", "nats", 6222);
     add("redis", "redis", 6379);
+    // Sentinels watch the nodes and each other; a starting node asks them.
+    add("redis-sentinel", "redis", 6379);
+    add("redis-sentinel", "redis-sentinel", 26379);
+    add("redis", "redis-sentinel", 26379);
     // The exporters beside NATS and Redis, scraped by Prometheus on their
     // `metrics` ports; alerts to Alertmanager.
     for (app, port) in [("nats", 7777), ("redis", 9121)] {

@@ -1,7 +1,10 @@
 //! The services started as processes with the environment the manifests give
 //! them: cluster host names mapped to a local 3-node NATS JetStream cluster
-//! (the manifests ask for 3 stream replicas) and a password-protected Redis;
-//! secrets filled with test values. Each must turn ready on the readiness probe
+//! (the manifests ask for 3 stream replicas) and the Redis topology of the
+//! manifests: a master, two replicas and three Sentinels, password-protected
+//! (the data password and the Sentinels' own), which the services reach
+//! through the Sentinels as `Redis__Configuration` says; secrets filled with
+//! test values. Each must turn ready on the readiness probe
 //! its manifest declares, answer its liveness probe and metrics path, and stop
 //! within its drain time on SIGTERM. In between, loadgen runs with the load
 //! generator Job's arguments and environment (its URL mapped to the local
@@ -20,7 +23,7 @@ use catga_core::{
     contracts::services,
 };
 
-use catga_tests::{binary, free_port, program};
+use catga_tests::{Passwords, SentinelGroup, binary, free_port, program};
 
 use crate::{
     APPS, LOADGEN, LOADGEN_DURATION, LOADGEN_URL, manifest_env,
@@ -101,7 +104,7 @@ async fn wait_for_status(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_become_ready_with_the_manifest_environment() {
     // Missing servers fail the test (tests/run.sh installs them).
-    let (nats_server, redis_server) = (program("nats-server"), program("redis-server"));
+    let nats_server = program("nats-server");
     let all = objects();
     let binaries: Vec<PathBuf> = APPS.iter().map(|a| binary(a.service)).collect();
     let loadgen = binary(LOADGEN);
@@ -163,31 +166,33 @@ async fn services_become_ready_with_the_manifest_environment() {
         }
     }
 
-    // Redis: one master, protected by the password the Secret would hold.
-    let redis_port = free_port();
-    let password = secret_value("redis-password");
-    scratch.spawn(
-        "redis",
-        Command::new(&redis_server)
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--requirepass",
-                &password,
-            ])
-            .arg("--port")
-            .arg(redis_port.to_string())
-            .arg("--dir")
-            .arg(&scratch.dir),
+    // Redis: as many nodes as the StatefulSet has pods (a master and its
+    // replicas) and as many Sentinels, with the passwords the Secret would
+    // hold. The Sentinels' pod names map to the local Sentinels (before the
+    // Services below, whose names they contain).
+    let nodes = find(&all, "StatefulSet", "redis").spec()["replicas"]
+        .as_u64()
+        .expect("replicas");
+    let sentinel_pods = crate::sentinel_endpoints(&all);
+    let group = SentinelGroup::start_protected(
+        usize::try_from(nodes - 1).expect("replicas"),
+        Some(Passwords {
+            data: secret_value("redis-password"),
+            sentinel: secret_value(crate::SENTINEL_PASSWORD_KEY),
+        }),
+    )
+    .await;
+    assert_eq!(
+        group.sentinels.len(),
+        sentinel_pods.len(),
+        "as many local Sentinels as the manifests run"
     );
-    host_map.push((
-        "redis-master:6379".to_owned(),
-        format!("127.0.0.1:{redis_port}"),
-    ));
+    for ((host, port), local) in sentinel_pods.iter().zip(&group.sentinels) {
+        host_map.push((
+            format!("{host}:{port}"),
+            format!("127.0.0.1:{}", local.port),
+        ));
+    }
     // Jaeger is not here: its Service names point at a closed port (the services
     // must not depend on the trace collector to be ready).
     let closed = free_port();
@@ -233,7 +238,9 @@ async fn services_become_ready_with_the_manifest_environment() {
                 }
             }
             assert!(
-                !value.contains(".svc.cluster.local") && !value.contains(&format!(".{headless}:")),
+                !value.contains(".svc.cluster.local")
+                    && !value.contains(&format!(".{headless}:"))
+                    && !value.contains(".redis-sentinel:"),
                 "unmapped cluster host in {value}"
             );
         }
@@ -391,6 +398,35 @@ async fn services_become_ready_with_the_manifest_environment() {
         scratch.log(services::ORDER_API)
     );
     eprintln!("{stdout}");
+    // The orders went to the master the Sentinels name, and reached a replica
+    // before they were acknowledged (Redis__WaitReplicas' default behind Sentinel).
+    let master = group
+        .master_port()
+        .await
+        .expect("the Sentinels name a master");
+    for node in &group.nodes {
+        let url = format!(
+            "redis://:{}@127.0.0.1:{}",
+            secret_value("redis-password"),
+            node.port
+        );
+        let mut conn = redis::Client::open(url)
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let orders: u64 = redis::cmd("ZCARD")
+            .arg(catga_core::contracts::redis_keys::ORDER_INDEX)
+            .query_async(&mut conn)
+            .await
+            .expect("ZCARD");
+        let role = if node.port == master {
+            "master"
+        } else {
+            "replica"
+        };
+        assert!(orders > 0, "the {role} on {} holds no order", node.port);
+    }
 
     // SIGTERM: each stops within its drain time (the manifests' grace period is longer).
     for r in &running {

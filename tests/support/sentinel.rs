@@ -13,9 +13,24 @@ pub const SENTINEL_SERVICE: &str = "mymaster";
 pub struct SentinelGroup {
     pub nodes: Vec<Server>,
     pub sentinels: Vec<Server>,
+    passwords: Option<Passwords>,
 }
 
-fn redis_node(port: u16, dir: &std::path::Path, master: Option<u16>) -> Vec<String> {
+/// The passwords of a protected group, as in the deployment: the data
+/// password (the nodes' `requirepass`, the Sentinels' `auth-pass`) and the
+/// Sentinels' own `requirepass`.
+#[derive(Clone)]
+pub struct Passwords {
+    pub data: String,
+    pub sentinel: String,
+}
+
+fn redis_node(
+    port: u16,
+    dir: &std::path::Path,
+    master: Option<u16>,
+    passwords: Option<&Passwords>,
+) -> Vec<String> {
     let mut args = strings(&[
         "--port",
         &port.to_string(),
@@ -31,27 +46,56 @@ fn redis_node(port: u16, dir: &std::path::Path, master: Option<u16>) -> Vec<Stri
     if let Some(master) = master {
         args.extend(strings(&["--replicaof", "127.0.0.1", &master.to_string()]));
     }
+    if let Some(passwords) = passwords {
+        args.extend(strings(&[
+            "--requirepass",
+            &passwords.data,
+            "--masterauth",
+            &passwords.data,
+        ]));
+    }
     args
+}
+
+/// `redis://` URL of a local server, with `password` if any.
+fn local_url(port: u16, password: Option<&str>) -> String {
+    match password {
+        Some(password) => format!("redis://:{password}@127.0.0.1:{port}"),
+        None => format!("redis://127.0.0.1:{port}"),
+    }
 }
 
 impl SentinelGroup {
     /// A master with `replicas` replicas and three Sentinels (quorum 2).
     pub async fn start(replicas: usize) -> Self {
+        Self::start_protected(replicas, None).await
+    }
+
+    /// The same, the nodes and the Sentinels protected by `passwords`.
+    pub async fn start_protected(replicas: usize, passwords: Option<Passwords>) -> Self {
         let master_port = free_port();
         let mut nodes = vec![
             Server::start_on("redis-server", master_port, |port, dir| {
-                redis_node(port, dir, None)
+                redis_node(port, dir, None, passwords.as_ref())
             })
             .await,
         ];
         for _ in 0..replicas {
             nodes.push(
                 Server::start("redis-server", |port, dir| {
-                    redis_node(port, dir, Some(master_port))
+                    redis_node(port, dir, Some(master_port), passwords.as_ref())
                 })
                 .await,
             );
         }
+        let auth = passwords.as_ref().map_or_else(String::new, |p| {
+            format!(
+                "requirepass \"{sentinel}\"\nsentinel sentinel-pass \"{sentinel}\"\n\
+                 sentinel auth-pass {SENTINEL_SERVICE} \"{data}\"\n",
+                sentinel = p.sentinel,
+                data = p.data
+            )
+        });
         let mut sentinels = Vec::new();
         for _ in 0..3 {
             sentinels.push(
@@ -65,7 +109,7 @@ impl SentinelGroup {
                              sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {master_port} 2\n\
                              sentinel down-after-milliseconds {SENTINEL_SERVICE} 1000\n\
                              sentinel failover-timeout {SENTINEL_SERVICE} 4000\n\
-                             sentinel parallel-syncs {SENTINEL_SERVICE} 1\n",
+                             sentinel parallel-syncs {SENTINEL_SERVICE} 1\n{auth}",
                             dir = dir.display()
                         ),
                     )
@@ -75,12 +119,19 @@ impl SentinelGroup {
                 .await,
             );
         }
-        let group = Self { nodes, sentinels };
+        let group = Self {
+            nodes,
+            sentinels,
+            passwords,
+        };
         group.wait_until_watched(replicas).await;
+        let data_password = group.passwords.as_ref().map(|p| p.data.as_str());
         eventually(
             "the replicas are in sync",
             Duration::from_secs(30),
-            || async { (online_replicas(master_port).await? >= replicas).then_some(()) },
+            || async {
+                (online_replicas_of(master_port, data_password).await? >= replicas).then_some(())
+            },
         )
         .await;
         group
@@ -129,7 +180,8 @@ impl SentinelGroup {
 
     async fn sentinel_connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
         let port = self.sentinels.first().expect("a sentinel").port;
-        redis::Client::open(format!("redis://127.0.0.1:{port}"))?
+        let password = self.passwords.as_ref().map(|p| p.sentinel.as_str());
+        redis::Client::open(local_url(port, password))?
             .get_multiplexed_async_connection()
             .await
     }
@@ -175,7 +227,11 @@ pub async fn role(port: u16) -> Option<String> {
 
 /// How many replicas the master on `port` streams to (state `online`).
 pub async fn online_replicas(port: u16) -> Option<usize> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    online_replicas_of(port, None).await
+}
+
+async fn online_replicas_of(port: u16, password: Option<&str>) -> Option<usize> {
+    let client = redis::Client::open(local_url(port, password)).ok()?;
     let mut conn = client.get_multiplexed_async_connection().await.ok()?;
     let info: String = redis::cmd("INFO")
         .arg("replication")

@@ -1,7 +1,7 @@
 //! order-api settings.
 
 use catga_core::config::{
-    CatgaSettings, CommonSettings, ConfigError, Env, NatsSettings, RedisSettings, keys,
+    CatgaSettings, CommonSettings, ConfigError, Env, Mode, NatsSettings, RedisSettings, keys,
 };
 
 use std::{num::NonZeroU32, time::Duration};
@@ -29,17 +29,39 @@ pub struct Distributed {
 }
 
 impl Distributed {
-    /// Whether the settings name a distributed deployment (`NATS__Url` set).
+    /// Whether the settings name a distributed deployment: `Catga__Mode=
+    /// distributed`, or, with no mode set, `NATS__Url` set. (A bad mode is
+    /// reported by [`Self::from_env`].)
     pub fn is_configured(env: &Env) -> bool {
-        env.get(keys::NATS_URL).is_some()
+        match Mode::from_env(env) {
+            Ok(Some(mode)) => mode == Mode::Distributed,
+            Ok(None) | Err(_) => env.get(keys::NATS_URL).is_some(),
+        }
     }
 
-    /// `None` without `NATS__Url`: the binary then runs the whole system in
-    /// its own process (the embedded mode). With it, never: a bad NATS or
-    /// Redis setting is an error, not a fallback.
+    /// `None` in the embedded mode: the binary then runs the whole system in
+    /// its own process. That is `Catga__Mode=embedded`, or no mode and no
+    /// `NATS__Url` (`cargo run`). `Catga__Mode=distributed` (the images)
+    /// needs `NATS__Url` and `Redis__Configuration`; a bad NATS or Redis
+    /// setting is an error, never a fallback to the embedded mode.
     pub fn from_env(env: &Env) -> Result<Option<Self>, ConfigError> {
-        let Some(nats) = NatsSettings::from_env_if_set(env)? else {
-            return Ok(None);
+        let nats = match Mode::from_env(env)? {
+            Some(Mode::Distributed) => NatsSettings::from_env(env)?,
+            Some(Mode::Embedded) if env.get(keys::NATS_URL).is_some() => {
+                return Err(ConfigError::new(
+                    keys::MODE,
+                    format!(
+                        "is {} but {} is set: unset one of them",
+                        Mode::Embedded,
+                        keys::NATS_URL
+                    ),
+                ));
+            }
+            Some(Mode::Embedded) => return Ok(None),
+            None => match NatsSettings::from_env_if_set(env)? {
+                Some(nats) => nats,
+                None => return Ok(None),
+            },
         };
         Ok(Some(Self {
             nats,

@@ -1,7 +1,8 @@
 //! The order-api binary: reads the settings, composes the backends they name,
-//! and serves the `order_api` library on them. Without `NATS__Url` the
-//! backends are the whole system running in this process (`catga-embedded`);
-//! with it, JetStream and Redis, and never the embedded ones.
+//! and serves the `order_api` library on them. In the embedded mode (nothing
+//! set, or `Catga__Mode=embedded`) the backends are the whole system running in
+//! this process (`catga-embedded`); with `NATS__Url` or `Catga__Mode=
+//! distributed` (the images), JetStream and Redis, and never the embedded ones.
 
 use std::sync::Arc;
 
@@ -118,6 +119,60 @@ mod tests {
             settings.backends,
             BackendSettings::Distributed { .. }
         ));
+    }
+
+    #[test]
+    fn catga_mode_decides_and_distributed_needs_its_connections() {
+        let anonymous = (keys::AUTH_ALLOW_ANONYMOUS, "true");
+        let nats = (keys::NATS_URL, "nats://nats:4222");
+        let redis = (keys::REDIS_CONFIGURATION, "redis:6379");
+        let distributed = (keys::MODE, "distributed");
+        let backends = |pairs: &[(&str, &str)]| {
+            Settings::from_env(&Env::from_pairs(pairs.iter().copied())).map(|s| s.backends)
+        };
+        // What the images set: every connection setting named.
+        assert!(matches!(
+            backends(&[distributed, nats, redis, anonymous]),
+            Ok(BackendSettings::Distributed(_))
+        ));
+        // A missing or misspelled NATS__Url stops it, naming the setting.
+        for pairs in [
+            vec![distributed, redis, anonymous],
+            vec![
+                distributed,
+                redis,
+                anonymous,
+                ("NATS_Url", "nats://nats:4222"),
+            ],
+        ] {
+            let err = backends(&pairs).err().expect("refused");
+            assert_eq!(err.setting, keys::NATS_URL, "{err}");
+        }
+        let err = backends(&[distributed, nats, anonymous])
+            .err()
+            .expect("refused");
+        assert_eq!(err.setting, keys::REDIS_CONFIGURATION, "{err}");
+        // Embedded on request; never together with a NATS__Url.
+        assert!(matches!(
+            backends(&[(keys::MODE, "embedded")]),
+            Ok(BackendSettings::Embedded(_))
+        ));
+        let err = backends(&[(keys::MODE, "embedded"), nats])
+            .err()
+            .expect("refused");
+        assert_eq!(err.setting, keys::MODE);
+        let err = backends(&[(keys::MODE, "both")]).err().expect("refused");
+        assert_eq!(err.setting, keys::MODE);
+        // Distributed mode has the distributed defaults (rate limit on).
+        let env = Env::from_pairs([distributed, nats, redis, anonymous]);
+        assert!(
+            Settings::from_env(&env)
+                .expect("valid")
+                .api
+                .rate_limit
+                .per_second
+                .is_some()
+        );
     }
 
     #[test]

@@ -68,4 +68,25 @@ mod tests {
             assert!(!err.contains('\n'), "one line: {err}");
         }
     }
+
+    #[test]
+    fn distributed_mode_names_a_missing_connection_setting() {
+        let nats = (keys::NATS_URL, "nats://nats:4222");
+        let redis = (keys::REDIS_CONFIGURATION, "redis:6379");
+        let distributed = (keys::MODE, "distributed");
+        let read =
+            |pairs: &[(&str, &str)]| Settings::from_env(&Env::from_pairs(pairs.iter().copied()));
+        assert!(read(&[distributed, nats, redis]).is_ok());
+        // Unset mode: local servers, as for `cargo run`.
+        assert!(read(&[]).is_ok());
+        for (pairs, missing) in [
+            (vec![distributed, redis], keys::NATS_URL),
+            (vec![distributed, nats], keys::REDIS_CONFIGURATION),
+            (vec![(keys::MODE, "embedded"), nats, redis], keys::MODE),
+        ] {
+            let err = read(&pairs).expect_err("refused");
+            assert_eq!(err.setting, missing, "{err}");
+            assert!(!err.to_string().contains('\n'), "one line: {err}");
+        }
+    }
 }

@@ -38,6 +38,11 @@ impl Env {
             .filter(|v| !v.is_empty())
     }
 
+    /// The names of every variable, set or blank.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.vars.keys().map(String::as_str)
+    }
+
     /// The first of `keys` that is set.
     pub fn get_any(&self, keys: &[&str]) -> Option<&str> {
         keys.iter().find_map(|key| self.get(key))

@@ -16,6 +16,10 @@ pub const REDIS_WAIT_REPLICAS: &str = "Redis__WaitReplicas";
 /// How long a write waits for those replicas.
 pub const REDIS_WAIT_TIMEOUT_MS: &str = "Redis__WaitTimeoutMs";
 
+// What the process runs on.
+/// `embedded` or `distributed` (config::mode); the images set `distributed`.
+pub const MODE: &str = "Catga__Mode";
+
 // Idempotency, retries and shutdown.
 pub const ENABLE_IDEMPOTENCY: &str = "Catga__EnableIdempotency";
 pub const MAX_RETRY_ATTEMPTS: &str = "Catga__MaxRetryAttempts";

@@ -8,11 +8,13 @@
 //! - [`env`](mod@env): the variables and typed reads of them.
 //! - [`keys`]: every setting name.
 //! - [`common`]: what every service has (port, logs, shutdown grace, traces) and `Catga__*`.
+//! - [`mode`]: `Catga__Mode`, and the connection settings distributed mode requires.
 //! - [`trace`], [`nats`], [`redis`]: the parsers of those settings.
 
 pub mod common;
 pub mod env;
 pub mod keys;
+pub mod mode;
 pub mod nats;
 pub mod redis;
 #[cfg(test)]
@@ -21,6 +23,7 @@ pub mod trace;
 
 pub use common::{CatgaSettings, CommonSettings, LogFormat};
 pub use env::Env;
+pub use mode::Mode;
 pub use nats::NatsSettings;
 pub use redis::{RedisSettings, RedisTopology, ReplicaWait};
 pub use trace::TraceExport;

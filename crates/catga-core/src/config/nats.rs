@@ -55,10 +55,15 @@ impl NatsSettings {
 
     pub const DEFAULT_URL: &'static str = "nats://127.0.0.1:4222";
 
-    /// Reads NATS settings, for a service that always uses NATS: the local
-    /// server ([`Self::DEFAULT_URL`]) when `NATS__Url` is unset.
+    /// Reads NATS settings, for a process that uses NATS: the local server
+    /// ([`Self::DEFAULT_URL`]) when `NATS__Url` is unset, unless `Catga__Mode`
+    /// is `distributed` (then it must be set) or `embedded` (refused).
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let servers = parse_nats_servers(env.get(keys::NATS_URL).unwrap_or(Self::DEFAULT_URL))?;
+        let servers = parse_nats_servers(super::mode::connection_setting(
+            env,
+            keys::NATS_URL,
+            Self::DEFAULT_URL,
+        )?)?;
         let queue_group = env
             .get(keys::NATS_QUEUE_GROUP)
             .unwrap_or(crate::contracts::consumers::ORDER_PROCESSING)

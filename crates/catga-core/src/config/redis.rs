@@ -105,11 +105,14 @@ impl RedisSettings {
     /// `redis://` / `rediss://` URLs and `redis+sentinel://s0,s1/mymaster[/db]`.
     /// `REDIS_PASSWORD` and `REDIS_SENTINEL_PASSWORD`, when set, supply the
     /// passwords. The replica wait defaults to 1 behind Sentinel (there are
-    /// replicas) and to 0 on one address.
+    /// replicas) and to 0 on one address. With `Catga__Mode=distributed`,
+    /// `Redis__Configuration` must be set.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        let raw = env
-            .get(keys::REDIS_CONFIGURATION)
-            .unwrap_or(Self::DEFAULT_CONFIGURATION);
+        let raw = super::mode::connection_setting(
+            env,
+            keys::REDIS_CONFIGURATION,
+            Self::DEFAULT_CONFIGURATION,
+        )?;
         let mut settings =
             if raw.starts_with("redis+sentinel://") || raw.starts_with("rediss+sentinel://") {
                 Self::parse_sentinel_url(raw)?
