@@ -42,7 +42,7 @@ fn redis_store(redis: &Redis) -> RedisStore {
 /// The production broker on `nats`.
 async fn jetstream_broker(nats: &Nats) -> JetStreamBroker {
     let settings = NatsSettings {
-        servers: vec![nats.url()],
+        servers: vec![nats.operator_url()],
         ..NatsSettings::default()
     };
     JetStreamBroker::connect(&settings, "contracts")

@@ -11,6 +11,7 @@ mod edge;
 mod lifecycle;
 mod loadgen;
 mod messaging;
+mod nats_permissions;
 mod orders;
 mod secrets;
 mod tracing;
