@@ -6,13 +6,13 @@ use std::{collections::HashMap, path::Path, time::Duration};
 
 use async_nats::jetstream::{self, message::PublishMessage as Publish};
 use catga_core::{
-    config::{NatsCredentials, NatsSettings, keys},
+    config::{NatsSettings, keys},
     contracts::{services, streams, subjects},
     messaging::{Broker, JetStreamBroker, OutgoingMessage, Publisher},
 };
 use catga_tests::{
     NATS_OPERATOR, Nats, Server, Service, eventually, free_port, nats_password,
-    nats_password_variable, nats_server_args, run_topology_step, service_env,
+    nats_password_variable, nats_server_args, nats_settings_as, run_topology_step, service_env,
 };
 use tokio::sync::mpsc;
 
@@ -152,15 +152,7 @@ async fn order_api_may_publish_commands_and_nothing_else() {
 
 /// The production broker as `user`.
 async fn broker_as(nats: &Nats, user: &str) -> JetStreamBroker {
-    let settings = NatsSettings {
-        servers: vec![nats.url()],
-        credentials: NatsCredentials::UserPassword {
-            user: user.to_owned(),
-            password: nats_password(user),
-        },
-        ..NatsSettings::default()
-    };
-    JetStreamBroker::connect(&settings, user)
+    JetStreamBroker::connect(&nats_settings_as(vec![nats.url()], user), user)
         .await
         .expect("connect")
 }

@@ -70,6 +70,18 @@ pub fn nats_server_args(port: u16, dir: &Path) -> Vec<String> {
     ])
 }
 
+/// catga-core's settings for `servers` as `user` (otherwise the defaults).
+pub fn nats_settings_as(servers: Vec<String>, user: &str) -> catga_core::config::NatsSettings {
+    catga_core::config::NatsSettings {
+        servers,
+        credentials: catga_core::config::NatsCredentials::UserPassword {
+            user: user.to_owned(),
+            password: nats_password(user),
+        },
+        ..catga_core::config::NatsSettings::default()
+    }
+}
+
 /// A client logging in as the operator.
 fn operator_options() -> async_nats::ConnectOptions {
     async_nats::ConnectOptions::with_user_and_password(
