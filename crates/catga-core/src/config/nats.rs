@@ -23,7 +23,7 @@ pub struct NatsSettings {
 /// How a service proves who it is to NATS. `Debug` never shows a password or seed.
 #[derive(Clone, Default)]
 pub enum NatsCredentials {
-    /// None (or only what a server URL carries): a local development server.
+    /// None, in the settings or the server URLs: a local development server.
     #[default]
     None,
     UserPassword {
