@@ -9,10 +9,17 @@
 # Keys: redis-password (REDIS_PASSWORD of Redis and the services),
 # redis-sentinel-password (the Sentinels' requirepass; REDIS_SENTINEL_PASSWORD
 # of Redis, the Sentinels and the services), jwt-secret
-# (Auth__JwtSecret of order-api, >= 32 characters), grafana-admin-password.
+# (Auth__JwtSecret of order-api, >= 32 characters), grafana-admin-password,
+# and one NATS password per user of docker/nats/auth.conf (NATS__Password of
+# that service, $NATS_<USER>_PASSWORD of nats-server): nats-operator-password
+# (the operator step only), nats-order-api-password, nats-order-service-password,
+# nats-notification-service-password.
 # Values may be given instead of generated: REDIS_PASSWORD=...
 # REDIS_SENTINEL_PASSWORD=... JWT_SECRET=...
-# GRAFANA_ADMIN_PASSWORD=... (hex or other characters without quotes or spaces).
+# GRAFANA_ADMIN_PASSWORD=... (hex or other characters without quotes or spaces),
+# NATS_OPERATOR_PASSWORD=... NATS_ORDER_API_PASSWORD=... NATS_ORDER_SERVICE_PASSWORD=...
+# NATS_NOTIFICATION_SERVICE_PASSWORD=... (a letter first, then only letters, digits,
+# '-' or '_': nats-server reads them as configuration values).
 # Webhooks, only when given (nothing is generated for them):
 #   ALERT_WEBHOOK_URL=https://...         -> alertmanager-webhook-url: where
 #       Alertmanager posts alerts (Alertmanager does not start without it);
@@ -28,6 +35,18 @@ redis_password="${REDIS_PASSWORD:-$(random_hex 24)}"
 redis_sentinel_password="${REDIS_SENTINEL_PASSWORD:-$(random_hex 24)}"
 jwt_secret="${JWT_SECRET:-$(random_hex 32)}"
 grafana_password="${GRAFANA_ADMIN_PASSWORD:-$(random_hex 12)}"
+# A letter first: nats-server would read an all-digit value as a number.
+nats_operator_password="${NATS_OPERATOR_PASSWORD:-n$(random_hex 24)}"
+nats_order_api_password="${NATS_ORDER_API_PASSWORD:-n$(random_hex 24)}"
+nats_order_service_password="${NATS_ORDER_SERVICE_PASSWORD:-n$(random_hex 24)}"
+nats_notification_service_password="${NATS_NOTIFICATION_SERVICE_PASSWORD:-n$(random_hex 24)}"
+for nats_password in "$nats_operator_password" "$nats_order_api_password" \
+  "$nats_order_service_password" "$nats_notification_service_password"; do
+  if [[ ! "$nats_password" =~ ^[A-Za-z][A-Za-z0-9_-]*$ ]]; then
+    echo "create-secrets.sh: a NATS password must start with a letter and hold only letters, digits, '-' and '_'" >&2
+    exit 2
+  fi
+done
 if ((${#jwt_secret} < 32)); then
   echo "create-secrets.sh: JWT_SECRET must be at least 32 characters" >&2
   exit 2
@@ -49,6 +68,10 @@ manifest() {
     --from-literal=redis-sentinel-password="$redis_sentinel_password" \
     --from-literal=jwt-secret="$jwt_secret" \
     --from-literal=grafana-admin-password="$grafana_password" \
+    --from-literal=nats-operator-password="$nats_operator_password" \
+    --from-literal=nats-order-api-password="$nats_order_api_password" \
+    --from-literal=nats-order-service-password="$nats_order_service_password" \
+    --from-literal=nats-notification-service-password="$nats_notification_service_password" \
     "${webhooks[@]}" \
     --dry-run=client -o yaml | sed '/^  creationTimestamp: null$/d'
 }
@@ -60,7 +83,7 @@ case "$mode" in
   --rotate)
     kubectl apply -f "$here/../00-namespace.yml"
     manifest | kubectl apply -f -
-    echo "rotated; restart the workloads: kubectl rollout restart statefulset/redis statefulset/redis-sentinel deployment -n catga-cluster"
+    echo "rotated; restart the workloads: kubectl rollout restart statefulset/redis statefulset/redis-sentinel statefulset/nats deployment -n catga-cluster"
     ;;
   create)
     kubectl apply -f "$here/../00-namespace.yml"

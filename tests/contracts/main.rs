@@ -18,7 +18,7 @@ mod reconcile;
 mod store;
 
 use catga_core::{
-    config::{Env, NatsSettings, RedisSettings, keys},
+    config::{Env, RedisSettings, keys},
     messaging::JetStreamBroker,
     store::{RedisStore, connect_redis},
 };
@@ -41,10 +41,7 @@ fn redis_store(redis: &Redis) -> RedisStore {
 
 /// The production broker on `nats`.
 async fn jetstream_broker(nats: &Nats) -> JetStreamBroker {
-    let settings = NatsSettings {
-        servers: vec![nats.url()],
-        ..NatsSettings::default()
-    };
+    let settings = catga_tests::nats_settings_as(vec![nats.url()], catga_tests::NATS_OPERATOR);
     JetStreamBroker::connect(&settings, "contracts")
         .await
         .expect("connect")

@@ -121,7 +121,7 @@ async fn the_baselines_measure_real_servers() {
     let jetstream = loadgen(&[
         "jetstream",
         "--nats",
-        &nats.url(),
+        &nats.operator_url(),
         "--concurrency",
         "4",
         "--duration",

@@ -12,6 +12,7 @@ mod lifecycle;
 mod loadgen;
 mod memory_full;
 mod messaging;
+mod nats_permissions;
 mod orders;
 mod secrets;
 mod tracing;

@@ -103,6 +103,7 @@ impl Cluster {
             ]
             .map(|(k, v)| (k.to_owned(), v.to_owned())),
         );
+        catga_tests::run_topology_step(&env).await;
         let path = logs.path().to_owned();
         let start = |name: &'static str| {
             let (env, path) = (env.clone(), path.clone());

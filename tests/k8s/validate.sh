@@ -73,7 +73,8 @@ retarget="$(grep -m1 -E "^ *awk 'FNR==1" docs/kubernetes.md | sed -E 's/^ +//')"
 bash -c "${retarget%| kubectl apply -f -}" > "$out/retargeted.yml"
 grep -E '^ +image: ' "$out/retargeted.yml" | sort -u
 if grep -E '^ +image: catga/' "$out/retargeted.yml"; then echo "an image kept its catga/ name" >&2; exit 1; fi
-[[ "$(grep -cE '^ +image: registry\.example/team/(order-api|order-service|notification-service):1\.2\.3$' "$out/retargeted.yml")" == 3 ]] \
+# Distinct: order-service's image also runs its init container (the operator step).
+[[ "$(grep -E '^ +image: registry\.example/team/(order-api|order-service|notification-service):1\.2\.3$' "$out/retargeted.yml" | sort -u | wc -l)" == 3 ]] \
   || { echo "the three service images are not registry.example/team/...:1.2.3" >&2; exit 1; }
 [[ "$(grep -c '^kind:' "$out/retargeted.yml")" == "$(cat k8s/*.yml | grep -c '^kind:')" ]]
 

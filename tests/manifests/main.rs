@@ -13,6 +13,7 @@
 //! Run: `cargo build --workspace --bins && cargo test -p catga-tests --test manifests`.
 
 mod model;
+mod nats_auth;
 mod runtime;
 
 use std::{
@@ -79,6 +80,10 @@ const KNOWN_KEYS: &[&str] = &[
     keys::NATS_QUEUE_GROUP,
     keys::NATS_STREAM_REPLICAS,
     keys::NATS_ACK_WAIT_SECONDS,
+    keys::NATS_USER,
+    keys::NATS_PASSWORD,
+    keys::NATS_CREDS_FILE,
+    keys::NATS_TLS_CA_FILE,
     keys::REDIS_CONFIGURATION,
     keys::REDIS_PASSWORD,
     keys::REDIS_SENTINEL_PASSWORD,

@@ -131,10 +131,23 @@ async fn services_become_ready_with_the_manifest_environment() {
         .iter()
         .map(|(_, r, _)| format!("nats-route://127.0.0.1:{r}"))
         .collect();
+    // The users and permissions of the ConfigMap nats-auth, their passwords
+    // from the Secret, as the StatefulSet's environment gives them.
+    let auth = find(&all, "ConfigMap", "nats-auth").value["data"]["auth.conf"]
+        .as_str()
+        .expect("nats-auth holds auth.conf")
+        .to_owned();
+    std::fs::write(scratch.dir.join("auth.conf"), auth).expect("auth.conf");
+    let nats_env: BTreeMap<String, String> = model::env_of(model::main_container(nats))
+        .secrets
+        .into_iter()
+        .map(|(name, (_, key))| (name, secret_value(&key)))
+        .collect();
     let mut host_map: Vec<(String, String)> = Vec::new();
     for (i, (client, route, monitor)) in ports.iter().enumerate() {
         let config = format!(
             "server_name: nats-{i}\nlisten: 127.0.0.1:{client}\nhttp: 127.0.0.1:{monitor}\n\
+             include \"auth.conf\"\n\
              jetstream {{\n  store_dir: \"{}\"\n}}\n\
              cluster {{\n  name: catga-test\n  listen: 127.0.0.1:{route}\n  routes: [{}]\n}}\n",
             scratch.dir.join(format!("nats-{i}")).display(),
@@ -144,7 +157,11 @@ async fn services_become_ready_with_the_manifest_environment() {
         std::fs::write(&path, config).expect("nats config");
         scratch.spawn(
             &format!("nats-{i}"),
-            Command::new(&nats_server).arg("-c").arg(&path),
+            Command::new(&nats_server)
+                .arg("-c")
+                .arg(&path)
+                .env_clear()
+                .envs(&nats_env),
         );
         host_map.push((
             format!("nats-{i}.{headless}:{client_port}"),
@@ -206,6 +223,38 @@ async fn services_become_ready_with_the_manifest_environment() {
         }
     }
 
+    let map_hosts = |env: &mut BTreeMap<String, String>| {
+        for value in env.values_mut() {
+            for (from, to) in &host_map {
+                if value.contains(from.as_str()) {
+                    *value = value.replace(from.as_str(), to);
+                }
+            }
+            assert!(
+                !value.contains(".svc.cluster.local")
+                    && !value.contains(&format!(".{headless}:"))
+                    && !value.contains(".redis-sentinel:"),
+                "unmapped cluster host in {value}"
+            );
+        }
+    };
+
+    // The operator step, as order-service's init container runs it: the
+    // streams, created as the NATS operator (the services only verify them).
+    let step = crate::nats_auth::operator_step(&all);
+    let step_spec = model::env_of(step);
+    let mut step_env = step_spec.values;
+    for (name, (_, key)) in step_spec.secrets {
+        step_env.insert(name, secret_value(&key));
+    }
+    map_hosts(&mut step_env);
+    assert_eq!(
+        step["args"],
+        serde_json::json!([catga_core::service::ENSURE_TOPOLOGY]),
+        "the init container runs the operator step and nothing else"
+    );
+    catga_tests::run_ensure_topology(step_env).await;
+
     // Start the three services.
     struct Running {
         service: &'static str,
@@ -231,19 +280,7 @@ async fn services_become_ready_with_the_manifest_environment() {
                 env.insert(name, secret_value(&key));
             }
         }
-        for value in env.values_mut() {
-            for (from, to) in &host_map {
-                if value.contains(from.as_str()) {
-                    *value = value.replace(from.as_str(), to);
-                }
-            }
-            assert!(
-                !value.contains(".svc.cluster.local")
-                    && !value.contains(&format!(".{headless}:"))
-                    && !value.contains(".redis-sentinel:"),
-                "unmapped cluster host in {value}"
-            );
-        }
+        map_hosts(&mut env);
         let parsed = parse_settings(app.service, &Env::from_pairs(env.clone()));
         let free_or_other = |port: u16| {
             if port_is_free(port) {

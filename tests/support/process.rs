@@ -212,14 +212,18 @@ impl Server {
         port: u16,
         args: impl FnOnce(u16, &Path) -> Vec<String>,
     ) -> Self {
+        Self::start_with_env(name, port, HashMap::new(), args).await
+    }
+
+    /// Starts `program` on a chosen port with `env` as its whole environment (and `PATH`).
+    pub async fn start_with_env(
+        name: &str,
+        port: u16,
+        env: HashMap<String, String>,
+        args: impl FnOnce(u16, &Path) -> Vec<String>,
+    ) -> Self {
         let dir = TempDir::new().expect("temp dir");
-        let process = Process::spawn(
-            name,
-            program(name),
-            args(port, dir.path()),
-            HashMap::new(),
-            dir.path(),
-        );
+        let process = Process::spawn(name, program(name), args(port, dir.path()), env, dir.path());
         wait_for_port(port, Duration::from_secs(10)).await;
         Self {
             port,

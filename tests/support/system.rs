@@ -4,7 +4,7 @@ use crate::{
     api::Api,
     jwks::{IdentityProvider, SigningKey, TEST_AUDIENCE},
     process::{Process, binary, free_port},
-    servers::{Nats, Redis},
+    servers::{NATS_OPERATOR, Nats, Redis, nats_user_env},
     tokens::Tokens,
     webhook::WebhookReceiver,
 };
@@ -46,6 +46,14 @@ impl Service {
         let port = free_port();
         let mut env = env.clone();
         env.insert(keys::HTTP_PORT.into(), port.to_string());
+        // Each service as its own NATS user (docker/nats/auth.conf), unless
+        // the test chose who it is.
+        if env.contains_key(keys::NATS_URL)
+            && !env.contains_key(keys::NATS_USER)
+            && !env.contains_key(keys::NATS_CREDS_FILE)
+        {
+            env.extend(nats_user_env(name));
+        }
         let ops_port = if name == "order-api" {
             let ops_port = free_port();
             env.insert(keys::HTTP_OPS_PORT.into(), ops_port.to_string());
@@ -115,6 +123,42 @@ impl Service {
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
     }
+}
+
+/// The operator step of a deployment: `order-service ensure-topology` with
+/// `env` (its NATS settings) as the NATS operator, which creates the streams
+/// the services' users may only verify. Panics with its output on failure.
+pub async fn run_topology_step(env: &HashMap<String, String>) {
+    let mut env = env.clone();
+    env.remove(keys::NATS_CREDS_FILE);
+    env.extend(nats_user_env(NATS_OPERATOR));
+    run_ensure_topology(env).await;
+}
+
+/// `order-service ensure-topology` with exactly `env`; panics with its
+/// output unless it succeeds.
+pub async fn run_ensure_topology<K, V>(env: impl IntoIterator<Item = (K, V)>)
+where
+    K: AsRef<std::ffi::OsStr>,
+    V: AsRef<std::ffi::OsStr>,
+{
+    let run = tokio::process::Command::new(binary("order-service"))
+        .arg(catga_core::service::ENSURE_TOPOLOGY)
+        .env_clear()
+        .envs(env)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(150), run)
+        .await
+        .expect("the operator step finishes")
+        .expect("the operator step starts");
+    assert!(
+        output.status.success(),
+        "order-service ensure-topology exited with {}:\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 /// What every service of a test system needs: where NATS, Redis and the
@@ -196,6 +240,7 @@ impl System {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
         );
+        run_topology_step(&env).await;
         let (api, first, second, notifications) = tokio::join!(
             Service::start("order-api", &env, logs.path()),
             Service::start("order-service", &env, logs.path()),

@@ -90,6 +90,7 @@ async fn profile_once(
     let (nats, redis) = tokio::join!(Nats::start(), Redis::start());
     let (_sink, sink_url) = echo_server(loadgen, "webhook-sink", logs).await;
     let env = service_env(&nats, &redis, &sink_url);
+    catga_tests::run_topology_step(&env).await;
     let mut others = Vec::new();
     let mut under_valgrind = None;
     for name in SERVICES {
@@ -160,6 +161,7 @@ fn callgrind(
     let mut env = env.clone();
     env.insert("Http__Port".into(), port.to_string());
     env.insert(keys::HTTP_OPS_PORT.into(), ops_port.to_string());
+    env.extend(catga_tests::nats_user_env(name));
     let ops_port = if name == "order-api" { ops_port } else { port };
     let binary = catga_tests::binary(name);
     if !binary.to_string_lossy().contains("/profiling/") {

@@ -63,7 +63,7 @@ pub async fn run(
             .redis(&redis.configuration(), concurrency, duration)
             .await?;
         let jetstream = loadgen
-            .jetstream(&nats.url(), concurrency, duration)
+            .jetstream(&nats.operator_url(), concurrency, duration)
             .await?;
         (redis_baseline, jetstream)
     };
@@ -83,6 +83,8 @@ pub async fn run(
     let (nats, redis) = tokio::join!(Nats::start(), Redis::start());
     let (_sink, sink_url) = echo_server(&loadgen, "webhook-sink", logs.path()).await;
     let env = service_env(&nats, &redis, &sink_url);
+    // The streams, as the NATS operator (the services' users only verify them).
+    catga_tests::run_topology_step(&env).await;
     let mut services = Vec::new();
     let mut startup_ms = Vec::new();
     for name in SERVICES {

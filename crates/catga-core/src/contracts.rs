@@ -41,6 +41,13 @@ pub mod subjects {
     pub fn dead_letter_for(original: &str) -> String {
         format!("{DEAD_LETTER_PREFIX}.{original}")
     }
+
+    /// Where a service's replies (JetStream acks and API answers) come back:
+    /// `_INBOX_<service>`. Its NATS user may subscribe only below it
+    /// (docker/nats/auth.conf), so no service can read another's replies.
+    pub fn inbox_prefix(service: &str) -> String {
+        format!("_INBOX_{service}")
+    }
 }
 
 /// Durable consumer names.

@@ -50,17 +50,117 @@ pub fn consumer_spec(
     }
 }
 
-/// Creates the streams (retrying until NATS answers), then sets `ready`.
+/// How a service sets up the streams at start-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TopologyStep {
+    /// Creates or updates them (no credentials: a local development server).
+    Create,
+    /// Only checks them: a user with restricted permissions may not change
+    /// streams; the operator step ([`ENSURE_TOPOLOGY`]) does.
+    Verify,
+}
+
+impl TopologyStep {
+    pub fn for_settings(nats: &NatsSettings) -> Self {
+        if nats.is_authenticated() {
+            TopologyStep::Verify
+        } else {
+            TopologyStep::Create
+        }
+    }
+}
+
+/// Sets up the streams (retrying until NATS answers and, when verifying,
+/// until the operator step has brought them to the configuration), then
+/// sets `ready`. A stream that is missing or differs is logged once per
+/// difference, as one line naming it and the step to run.
 async fn ensure_topology(
     broker: Arc<dyn Broker>,
+    step: TopologyStep,
     ready: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
-    if crate::shutdown::retry_until_ok("set up streams", &shutdown, || broker.ensure_topology())
-        .await
-        .is_some()
-    {
-        ready.store(true, Ordering::Release);
+    let mut last_reported = String::new();
+    loop {
+        let outcome = tokio::select! {
+            () = shutdown.cancelled() => return,
+            outcome = async {
+                match step {
+                    TopologyStep::Create => broker.ensure_topology().await,
+                    TopologyStep::Verify => broker.verify_topology().await,
+                }
+            } => outcome,
+        };
+        let pause = match outcome {
+            Ok(()) => {
+                ready.store(true, Ordering::Release);
+                return;
+            }
+            Err(err @ crate::messaging::MessagingError::TopologyOutdated { .. }) => {
+                let line = chain(&err).to_string();
+                if line != last_reported {
+                    tracing::error!(error = %line, "streams not as configured; not ready until they are");
+                    last_reported = line;
+                }
+                TOPOLOGY_RECHECK
+            }
+            Err(err) => {
+                tracing::warn!(error = %chain(&err), "cannot set up streams yet; retrying");
+                Duration::from_secs(1)
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// How often a service whose streams are not as configured checks again.
+const TOPOLOGY_RECHECK: Duration = Duration::from_secs(5);
+
+/// The subcommand every binary answers: create or update the streams, with
+/// the NATS settings of the environment (an operator's credentials where
+/// the services' users may not change streams), then exit.
+pub const ENSURE_TOPOLOGY: &str = "ensure-topology";
+
+/// How long [`ENSURE_TOPOLOGY`] waits for NATS.
+const ENSURE_TOPOLOGY_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Runs [`ENSURE_TOPOLOGY`]: exit status 0 once the streams are as
+/// configured, 1 when NATS refuses or does not answer in time, 2 for a bad
+/// setting.
+pub async fn ensure_topology_command(binary: &str) -> std::process::ExitCode {
+    let nats = match NatsSettings::from_env(&crate::config::Env::from_process()) {
+        Ok(nats) => nats,
+        Err(err) => {
+            eprintln!("{binary} {ENSURE_TOPOLOGY}: {}", chain(&err));
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let client_name = format!("{binary}-{ENSURE_TOPOLOGY}");
+    let broker = match crate::messaging::JetStreamBroker::connect(&nats, &client_name).await {
+        Ok(broker) => broker,
+        Err(err) => {
+            eprintln!("{binary} {ENSURE_TOPOLOGY}: {}", chain(&err));
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let deadline = Instant::now() + ENSURE_TOPOLOGY_DEADLINE;
+    loop {
+        match broker.ensure_topology().await {
+            Ok(()) => {
+                println!("{binary} {ENSURE_TOPOLOGY}: streams are as configured");
+                return std::process::ExitCode::SUCCESS;
+            }
+            Err(err) if err.is_transient() && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(err) => {
+                eprintln!("{binary} {ENSURE_TOPOLOGY}: {}", chain(&err));
+                return std::process::ExitCode::FAILURE;
+            }
+        }
     }
 }
 
@@ -220,6 +320,7 @@ impl Connections {
         let store: Arc<dyn crate::store::OrderStore> =
             Arc::new(crate::store::RedisStore::new(redis_conn.clone()));
         let topology_ready = Arc::new(AtomicBool::new(false));
+        let topology_step = TopologyStep::for_settings(nats);
         let health = Health::new(
             service,
             vec![
@@ -235,7 +336,12 @@ impl Connections {
         let tasks = BackgroundTasks::new();
         tasks.spawn(
             "create streams",
-            ensure_topology(broker.clone(), topology_ready, shutdown.clone()),
+            ensure_topology(
+                broker.clone(),
+                topology_step,
+                topology_ready,
+                shutdown.clone(),
+            ),
         );
         tasks.spawn(
             "follow Redis failovers",
@@ -245,7 +351,7 @@ impl Connections {
             "refresh dependency gauges",
             watch_health(health.clone(), shutdown.clone()),
         );
-        tracing::info!(nats = ?nats.redacted_servers(), redis = %redis, "{service} started");
+        tracing::info!(nats = ?nats.redacted_servers(), topology = ?topology_step, redis = %redis, "{service} started");
         Ok(Self {
             service,
             broker,
@@ -347,7 +453,8 @@ impl OpsServer {
     }
 }
 
-/// The whole `main` of a service binary: read settings (a bad one prints one
+/// The whole `main` of a service binary: answer the [`ENSURE_TOPOLOGY`]
+/// subcommand, read settings (a bad one prints one
 /// line naming it and exits 2), answer the `healthcheck` subcommand, set up
 /// telemetry and fault injection, bind the port, run until SIGTERM/Ctrl-C.
 pub async fn main<S, E>(
@@ -359,6 +466,9 @@ pub async fn main<S, E>(
 where
     E: std::error::Error + 'static,
 {
+    if std::env::args().nth(1).as_deref() == Some(ENSURE_TOPOLOGY) {
+        return ensure_topology_command(binary).await;
+    }
     let settings = match read(&crate::config::Env::from_process()) {
         Ok(settings) => settings,
         Err(err) => {

@@ -35,6 +35,8 @@ use crate::report::{BaselineSummary, Latencies};
 pub enum BaselineError {
     #[error("cannot connect to NATS: {0}")]
     NatsConnect(#[from] async_nats::ConnectError),
+    #[error("cannot use the NATS credentials: {0}")]
+    NatsOptions(String),
     #[error("cannot create the baseline stream: {0}")]
     Stream(String),
     #[error("invalid Redis configuration: {0}")]
@@ -77,7 +79,16 @@ pub async fn jetstream_publish(
     duration: Duration,
     payload_bytes: usize,
 ) -> Result<BaselineSummary, BaselineError> {
-    let client = async_nats::connect(servers).await?;
+    // The URLs' credentials (the NATS operator's: the run makes a stream).
+    let settings = catga_core::config::NatsSettings {
+        servers: servers.to_vec(),
+        credentials: catga_core::config::NatsCredentials::in_urls(servers),
+        ..catga_core::config::NatsSettings::default()
+    };
+    let client = catga_core::messaging::nats_connect_options(&settings)
+        .map_err(|err| BaselineError::NatsOptions(catga_core::error::chain(&err).to_string()))?
+        .connect(servers)
+        .await?;
     let context = jetstream::new(client);
     let run = uuid::Uuid::now_v7().simple().to_string();
     let name = format!("{BASELINE_STREAM_PREFIX}{run}");

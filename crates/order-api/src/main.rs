@@ -35,7 +35,7 @@ struct Settings {
 }
 
 enum BackendSettings {
-    Distributed(Distributed),
+    Distributed(Box<Distributed>),
     Embedded(catga_embedded::Settings),
 }
 
@@ -47,7 +47,7 @@ impl Settings {
         let backends = match Distributed::from_env(env)? {
             Some(distributed) => {
                 api.auth.require_for_distributed()?;
-                BackendSettings::Distributed(distributed)
+                BackendSettings::Distributed(Box::new(distributed))
             }
             None => BackendSettings::Embedded(catga_embedded::Settings::from_env(env)?),
         };

@@ -5,6 +5,13 @@ pub const NATS_URL: &str = "NATS__Url";
 pub const NATS_QUEUE_GROUP: &str = "NATS__QueueGroup";
 pub const NATS_STREAM_REPLICAS: &str = "NATS__StreamReplicas";
 pub const NATS_ACK_WAIT_SECONDS: &str = "NATS__AckWaitSeconds";
+/// The service's own NATS user (with [`NATS_PASSWORD`]).
+pub const NATS_USER: &str = "NATS__User";
+pub const NATS_PASSWORD: &str = "NATS__Password";
+/// A `.creds` file (JWT and nkey seed) or an nkey seed file, instead of a user and password.
+pub const NATS_CREDS_FILE: &str = "NATS__CredsFile";
+/// PEM certificates of a private CA that signed the servers' `tls://` certificates.
+pub const NATS_TLS_CA_FILE: &str = "NATS__TlsCaFile";
 
 // Redis.
 pub const REDIS_CONFIGURATION: &str = "Redis__Configuration";

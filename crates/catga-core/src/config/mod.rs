@@ -24,7 +24,7 @@ pub mod trace;
 pub use common::{CatgaSettings, CommonSettings, LogFormat};
 pub use env::Env;
 pub use mode::Mode;
-pub use nats::NatsSettings;
+pub use nats::{NatsCredentials, NatsSettings};
 pub use redis::{RedisSettings, RedisTopology, ReplicaWait};
 pub use trace::TraceExport;
 

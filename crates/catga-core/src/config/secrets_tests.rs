@@ -93,3 +93,64 @@ fn valid_settings_never_show_credentials_in_debug() {
     let shown = format!("{nats:?} {:?} {redis:?} {redis}", nats.redacted_servers());
     assert_hidden("valid settings", &shown);
 }
+
+/// A file holding `contents`, removed when the guard drops.
+fn secret_file(contents: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::TempDir::new().expect("temp dir");
+    let path = dir.path().join("secret");
+    std::fs::write(&path, contents).expect("write");
+    (dir, path.display().to_string())
+}
+
+fn assert_refused_quietly_with(pairs: &[(&str, &str)], setting: &str) {
+    let env = Env::from_pairs(pairs.iter().copied());
+    let err = NatsSettings::from_env(&env).expect_err(setting);
+    assert_eq!(err.setting, setting, "{pairs:?}");
+    let input = format!("{pairs:?}");
+    assert_hidden(&input, &crate::error::chain(&err).to_string());
+    assert_hidden(&input, &format!("{err:?}"));
+}
+
+#[test]
+fn nats_credential_errors_never_show_secrets() {
+    assert_refused_quietly_with(&[("NATS__Password", "Xs3cret")], "NATS__User");
+    assert_refused_quietly_with(&[("NATS__User", "app")], "NATS__Password");
+    let (_creds, creds) = secret_file("Xs3cret\nYh1dden Zt0ken\n");
+    assert_refused_quietly_with(
+        &[
+            ("NATS__User", "app"),
+            ("NATS__Password", "Wpa55"),
+            ("NATS__CredsFile", &creds),
+        ],
+        "NATS__CredsFile",
+    );
+    // A file that is neither a .creds file nor a seed: named, never quoted.
+    assert_refused_quietly_with(&[("NATS__CredsFile", &creds)], "NATS__CredsFile");
+    assert_refused_quietly_with(
+        &[("NATS__CredsFile", "/nonexistent/app.creds")],
+        "NATS__CredsFile",
+    );
+    let (_ca, ca) = secret_file("Xs3cret, not a certificate");
+    assert_refused_quietly_with(&[("NATS__TlsCaFile", &ca)], "NATS__TlsCaFile");
+}
+
+#[test]
+fn nats_credentials_never_show_in_debug() {
+    let env = Env::from_pairs([("NATS__User", "app"), ("NATS__Password", "Xs3cret")]);
+    let nats = NatsSettings::from_env(&env).expect("valid");
+    assert!(nats.is_authenticated());
+    assert_hidden("a NATS password", &format!("{nats:?}"));
+    let (_seed, seed) = secret_file("SUXs3cretYh1dden\n");
+    let env = Env::from_pairs([("NATS__CredsFile", seed.as_str())]);
+    let nats = NatsSettings::from_env(&env).expect("an nkey seed file");
+    assert!(matches!(
+        nats.credentials,
+        super::NatsCredentials::NkeySeed { .. }
+    ));
+    assert_hidden("an nkey seed", &format!("{nats:?}"));
+    assert!(
+        !NatsSettings::from_env(&Env::default())
+            .expect("valid")
+            .is_authenticated()
+    );
+}

@@ -44,6 +44,12 @@ pub enum MessagingError {
         existing: String,
         configured: String,
     },
+    /// A stream is missing or differs from the configuration, and this
+    /// service's NATS user may not change streams.
+    #[error(
+        "{object}: {difference}; the operator step must create or update it (`order-service ensure-topology` with the NATS operator's credentials)"
+    )]
+    TopologyOutdated { object: String, difference: String },
 }
 
 impl MessagingError {
@@ -51,7 +57,9 @@ impl MessagingError {
     pub fn is_transient(&self) -> bool {
         match self {
             MessagingError::Unavailable { .. } | MessagingError::TimedOut { .. } => true,
-            MessagingError::Refused { .. } | MessagingError::Mismatch { .. } => false,
+            MessagingError::Refused { .. }
+            | MessagingError::Mismatch { .. }
+            | MessagingError::TopologyOutdated { .. } => false,
         }
     }
 

@@ -18,7 +18,7 @@ use super::{
     Acker, Broker, ConsumerSpec, DUPLICATE_WINDOW, Delivery, MessagingError, OutgoingMessage,
     Publisher, Retention, STREAMS,
 };
-use crate::config::{NatsSettings, keys};
+use crate::config::{NatsCredentials, NatsSettings, keys};
 
 /// A JetStream connection. Cloning shares the connection.
 #[derive(Clone)]
@@ -35,8 +35,9 @@ impl JetStreamBroker {
         settings: &NatsSettings,
         client_name: &str,
     ) -> Result<Self, MessagingError> {
-        let client = async_nats::ConnectOptions::new()
+        let client = connect_options(settings)?
             .name(client_name)
+            .custom_inbox_prefix(crate::contracts::subjects::inbox_prefix(client_name))
             .retry_on_initial_connect()
             .max_reconnects(None)
             .connection_timeout(Duration::from_secs(5))
@@ -54,6 +55,39 @@ impl JetStreamBroker {
             stream_replicas: settings.stream_replicas,
         })
     }
+}
+
+/// Who the service is to the server (its credentials) and, for `tls://`,
+/// whom it trusts (`NATS__TlsCaFile`, or the system's roots).
+pub fn connect_options(
+    settings: &NatsSettings,
+) -> Result<async_nats::ConnectOptions, MessagingError> {
+    // rustls cannot pick a provider itself when two are compiled in (ring
+    // for async-nats, aws-lc-rs for reqwest); one already chosen stays.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let options = match &settings.credentials {
+        NatsCredentials::None => async_nats::ConnectOptions::new(),
+        NatsCredentials::UserPassword { user, password } => {
+            async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+        }
+        NatsCredentials::Token(token) => async_nats::ConnectOptions::with_token(token.clone()),
+        NatsCredentials::NkeySeed { seed, .. } => {
+            async_nats::ConnectOptions::with_nkey(seed.clone())
+        }
+        // Checked when the settings were read; the file's text is never shown.
+        NatsCredentials::Creds { path, contents } => {
+            async_nats::ConnectOptions::with_credentials(contents).map_err(|err| {
+                MessagingError::refused(
+                    format!("read {} {}", keys::NATS_CREDS_FILE, path.display()),
+                    err.kind().to_string(),
+                )
+            })?
+        }
+    };
+    Ok(match &settings.tls_ca_file {
+        Some(ca) => options.add_root_certificates(ca.clone()),
+        None => options,
+    })
 }
 
 #[async_trait]
@@ -83,20 +117,29 @@ impl Publisher for JetStreamBroker {
 impl Broker for JetStreamBroker {
     async fn ensure_topology(&self) -> Result<(), MessagingError> {
         for spec in STREAMS {
-            let config = stream::Config {
-                name: spec.name.to_owned(),
-                subjects: vec![spec.subjects.to_owned()],
-                retention: match spec.retention {
-                    Retention::WorkQueue => RetentionPolicy::WorkQueue,
-                    Retention::Limits => RetentionPolicy::Limits,
-                },
-                storage: StorageType::File,
-                num_replicas: self.stream_replicas,
-                max_age: spec.max_age,
-                duplicate_window: DUPLICATE_WINDOW,
-                ..Default::default()
+            self.reconcile_stream(self.stream_config(&spec)).await?;
+        }
+        Ok(())
+    }
+
+    async fn verify_topology(&self) -> Result<(), MessagingError> {
+        for spec in STREAMS {
+            let config = self.stream_config(&spec);
+            let object = || format!("stream {}", config.name);
+            let Some(existing) = self.stream_on_server(&config.name).await? else {
+                return Err(MessagingError::TopologyOutdated {
+                    object: object(),
+                    difference: "missing on the server".to_owned(),
+                });
             };
-            self.reconcile_stream(config).await?;
+            if let Some((setting, was, wanted)) = stream_differences(&existing, &config).first() {
+                return Err(MessagingError::TopologyOutdated {
+                    object: object(),
+                    difference: format!(
+                        "{setting} is {was} on the server but configured as {wanted}"
+                    ),
+                });
+            }
         }
         Ok(())
     }
@@ -179,6 +222,34 @@ impl Broker for JetStreamBroker {
             u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX),
         )))
     }
+}
+
+/// Stream settings the server cannot change in place.
+const FIXED_STREAM_SETTINGS: [&str; 2] = ["retention", "storage"];
+
+/// Each setting of `existing` that differs from `configured`: its name, its
+/// value on the server, its configured value. The fixed ones come first.
+fn stream_differences(
+    existing: &stream::Config,
+    configured: &stream::Config,
+) -> Vec<(&'static str, String, String)> {
+    let differs =
+        |setting: &'static str, was: &dyn std::fmt::Debug, wanted: &dyn std::fmt::Debug| {
+            let (was, wanted) = (format!("{was:?}"), format!("{wanted:?}"));
+            (was != wanted).then_some((setting, was, wanted))
+        };
+    let (e, c) = (existing, configured);
+    [
+        differs("retention", &e.retention, &c.retention),
+        differs("storage", &e.storage, &c.storage),
+        differs(keys::NATS_STREAM_REPLICAS, &e.num_replicas, &c.num_replicas),
+        differs("subjects", &e.subjects, &c.subjects),
+        differs("max_age", &e.max_age, &c.max_age),
+        differs("duplicate_window", &e.duplicate_window, &c.duplicate_window),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 /// How long one pull request waits on the server for a message.
@@ -276,55 +347,66 @@ struct MaxDeliveries {
 }
 
 impl JetStreamBroker {
+    /// The configuration of one of [`STREAMS`].
+    fn stream_config(&self, spec: &super::StreamSpec) -> stream::Config {
+        stream::Config {
+            name: spec.name.to_owned(),
+            subjects: vec![spec.subjects.to_owned()],
+            retention: match spec.retention {
+                Retention::WorkQueue => RetentionPolicy::WorkQueue,
+                Retention::Limits => RetentionPolicy::Limits,
+            },
+            storage: StorageType::File,
+            num_replicas: self.stream_replicas,
+            max_age: spec.max_age,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        }
+    }
+
+    /// The configuration of stream `name` on the server; `None` when it does not exist.
+    async fn stream_on_server(&self, name: &str) -> Result<Option<stream::Config>, MessagingError> {
+        match self.context.get_stream(name).await {
+            Ok(stream) => Ok(Some(stream.cached_info().config.clone())),
+            Err(err)
+                if matches!(err.kind(), async_nats::jetstream::context::GetStreamErrorKind::JetStream(ref api)
+                    if api.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+            {
+                Ok(None)
+            }
+            Err(err) => Err(MessagingError::nats(format!("stream {name}"), err)),
+        }
+    }
+
     /// Creates the stream, or brings an existing one to `config` (replicas,
     /// subjects, age, duplicate window). Retention and storage cannot change
     /// in place: a difference there is a [`MessagingError::Mismatch`]. Many
     /// replicas may race here: both steps are idempotent on the server.
     async fn reconcile_stream(&self, config: stream::Config) -> Result<(), MessagingError> {
         let name = config.name.clone();
-        let existing = match self.context.get_stream(&name).await {
-            Ok(stream) => stream.cached_info().config.clone(),
-            Err(err)
-                if matches!(err.kind(), async_nats::jetstream::context::GetStreamErrorKind::JetStream(ref api)
-                    if api.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND) =>
-            {
-                self.context
-                    .get_or_create_stream(config)
-                    .await
-                    .map_err(|err| MessagingError::nats(format!("create stream {name}"), err))?;
-                return Ok(());
-            }
-            Err(err) => return Err(MessagingError::nats(format!("stream {name}"), err)),
+        let Some(existing) = self.stream_on_server(&name).await? else {
+            self.context
+                .get_or_create_stream(config)
+                .await
+                .map_err(|err| MessagingError::nats(format!("create stream {name}"), err))?;
+            return Ok(());
         };
-        let object = || format!("stream {name}");
-        if existing.retention != config.retention {
+        let differences = stream_differences(&existing, &config);
+        if let Some((setting, was, wanted)) = differences
+            .iter()
+            .find(|(setting, ..)| FIXED_STREAM_SETTINGS.contains(setting))
+        {
             return Err(MessagingError::Mismatch {
-                object: object(),
-                setting: "retention",
-                existing: format!("{:?}", existing.retention),
-                configured: format!("{:?}", config.retention),
+                object: format!("stream {name}"),
+                setting,
+                existing: was.clone(),
+                configured: wanted.clone(),
             });
         }
-        if existing.storage != config.storage {
-            return Err(MessagingError::Mismatch {
-                object: object(),
-                setting: "storage",
-                existing: format!("{:?}", existing.storage),
-                configured: format!("{:?}", config.storage),
-            });
-        }
-        let changed: Vec<&str> = [
-            (existing.num_replicas != config.num_replicas).then_some(keys::NATS_STREAM_REPLICAS),
-            (existing.subjects != config.subjects).then_some("subjects"),
-            (existing.max_age != config.max_age).then_some("max_age"),
-            (existing.duplicate_window != config.duplicate_window).then_some("duplicate_window"),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        if changed.is_empty() {
+        if differences.is_empty() {
             return Ok(());
         }
+        let changed: Vec<&str> = differences.iter().map(|(setting, ..)| *setting).collect();
         // Everything else the server keeps as it was (limits set by hand).
         let updated = stream::Config {
             num_replicas: config.num_replicas,

@@ -21,7 +21,7 @@ use tracing::Instrument;
 
 pub use consumer::{ConsumerOptions, HandleError, Handler, run_consumer};
 pub use error::MessagingError;
-pub use jetstream::JetStreamBroker;
+pub use jetstream::{JetStreamBroker, connect_options as nats_connect_options};
 pub use memory::MemoryBroker;
 
 use crate::contracts::{headers, streams};
@@ -237,6 +237,14 @@ pub trait Broker: Publisher {
     /// to the configured settings ([`MessagingError::Mismatch`] names one that
     /// cannot change in place). Safe to call from many replicas at once.
     async fn ensure_topology(&self) -> Result<(), MessagingError>;
+
+    /// Checks that the streams of [`STREAMS`] exist with the configured
+    /// settings, changing nothing: what a service with restricted permissions
+    /// does at start-up. [`MessagingError::TopologyOutdated`] names the first
+    /// difference. A twin without permissions creates them instead.
+    async fn verify_topology(&self) -> Result<(), MessagingError> {
+        self.ensure_topology().await
+    }
 
     /// Binds the durable consumer (creating it when absent, bringing its ack
     /// wait and max deliveries to `spec` when not) and streams its deliveries.
