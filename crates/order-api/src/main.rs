@@ -3,6 +3,11 @@
 //! backends are the whole system running in this process (`catga-embedded`);
 //! with it, JetStream and Redis, and never the embedded ones.
 
+/// mimalloc: a fraction of glibc's instructions per allocation, at no
+/// cost in resident memory (BENCHMARKS.md, "What profiling found").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 
 use catga_core::{
