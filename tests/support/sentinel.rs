@@ -15,7 +15,8 @@ pub struct SentinelGroup {
     pub sentinels: Vec<Server>,
 }
 
-fn redis_node(port: u16, dir: &std::path::Path, master: Option<u16>) -> Vec<String> {
+/// `redis-server` arguments for a node on `port` with AOF in `dir`, replicating `master` if given.
+pub fn redis_node(port: u16, dir: &std::path::Path, master: Option<u16>) -> Vec<String> {
     let mut args = strings(&[
         "--port",
         &port.to_string(),

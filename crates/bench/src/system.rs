@@ -240,23 +240,7 @@ impl Servers {
         let (nats, redis) = tokio::join!(nats, Redis::start());
         let master = redis.0.port;
         let replica = Server::start("redis-server", |port, dir| {
-            [
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                &dir.display().to_string(),
-                "--appendonly",
-                "yes",
-                "--save",
-                "",
-                "--replicaof",
-                "127.0.0.1",
-                &master.to_string(),
-            ]
-            .map(str::to_owned)
-            .to_vec()
+            catga_tests::redis_node(port, dir, Some(master))
         })
         .await;
         eventually(

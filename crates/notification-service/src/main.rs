@@ -1,7 +1,7 @@
 //! The notification-service binary; the service itself is the `notification_service` library.
 
-/// mimalloc: a fraction of glibc's instructions per allocation, at no
-/// cost in resident memory (BENCHMARKS.md, "What profiling found").
+/// mimalloc: allocation was a quarter of every order's instructions with
+/// glibc's malloc (BENCHMARKS.md, "Issue 16", with its resident memory).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

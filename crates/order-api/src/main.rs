@@ -3,8 +3,8 @@
 //! backends are the whole system running in this process (`catga-embedded`);
 //! with it, JetStream and Redis, and never the embedded ones.
 
-/// mimalloc: a fraction of glibc's instructions per allocation, at no
-/// cost in resident memory (BENCHMARKS.md, "What profiling found").
+/// mimalloc: allocation was a quarter of every order's instructions with
+/// glibc's malloc (BENCHMARKS.md, "Issue 16", with its resident memory).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
