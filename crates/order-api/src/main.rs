@@ -3,11 +3,6 @@
 //! backends are the whole system running in this process (`catga-embedded`);
 //! with it, JetStream and Redis, and never the embedded ones.
 
-/// mimalloc: allocation was a quarter of every order's instructions with
-/// glibc's malloc (BENCHMARKS.md, "Issue 16", with its resident memory).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::sync::Arc;
 
 use catga_core::{
