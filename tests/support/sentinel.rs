@@ -25,7 +25,9 @@ pub struct Passwords {
     pub sentinel: String,
 }
 
-fn redis_node(
+/// `redis-server` arguments for a node on `port` with AOF in `dir`, replicating
+/// `master` if given, protected by `passwords` if given.
+pub fn redis_node(
     port: u16,
     dir: &std::path::Path,
     master: Option<u16>,

@@ -107,6 +107,23 @@ impl Nats {
         )
     }
 
+    /// As [`Nats::start`], with the monitoring endpoint (`/varz`) on `monitor_port`.
+    pub async fn start_monitored(monitor_port: u16) -> Self {
+        Self(
+            Server::start_with_env(
+                "nats-server",
+                free_port(),
+                nats_password_env(),
+                |port, dir| {
+                    let mut args = nats_server_args(port, dir);
+                    args.extend(strings(&["-m", &monitor_port.to_string()]));
+                    args
+                },
+            )
+            .await,
+        )
+    }
+
     /// The URL without credentials (`NATS__Url` of the services, which add their users).
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.0.port)

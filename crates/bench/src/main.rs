@@ -21,6 +21,7 @@ mod profile;
 mod report;
 mod sample;
 mod system;
+mod traffic;
 
 use std::{io::Write, path::PathBuf, time::Duration};
 

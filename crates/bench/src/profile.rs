@@ -14,13 +14,14 @@ use std::{
 
 use anyhow::{Context, bail};
 use catga_core::config::keys;
-use catga_tests::{Nats, Process, Redis, Service, free_port};
+use catga_tests::{Process, Service, free_port};
 use loadgen::report::LoadShape;
 use tokio::time::Instant;
 
 use crate::{
     loadgen::Loadgen,
-    system::{SERVICES, echo_server, raise_stock, ready_after, service_env},
+    system::{SERVICES, Servers, echo_server, raise_stock, ready_after},
+    traffic::{self, Counters, PerOrder},
 };
 
 /// Callgrind runs the guest some 50 times slower: a gentle rate.
@@ -34,6 +35,9 @@ pub struct ServiceProfile {
     pub instructions_idle: u64,
     pub instructions_loaded: u64,
     pub annotation: PathBuf,
+    /// Redis commands and NATS messages per order in this service's pair of
+    /// runs (loaded less idle).
+    pub traffic: PerOrder,
 }
 
 impl ServiceProfile {
@@ -51,12 +55,16 @@ pub async fn run(orders: u64, out: &Path) -> anyhow::Result<Vec<ServiceProfile>>
     let mut profiles = Vec::new();
     for service in SERVICES {
         let mut instructions = Vec::new();
+        let mut work = Vec::new();
         // Both runs last as long, so timers and health checks cancel out too.
         let wall = Duration::from_secs_f64(orders as f64 / RATE) + SETTLE;
         for n in [0, orders] {
             eprintln!("==> {service} under callgrind, {n} orders");
             let file = out.join(format!("callgrind.{service}.{n}.out"));
-            instructions.push(profile_once(&loadgen, service, n, wall, &file, logs.path()).await?);
+            let (counted, traffic) =
+                profile_once(&loadgen, service, n, wall, &file, logs.path()).await?;
+            instructions.push(counted);
+            work.push(traffic);
         }
         let annotation = out.join(format!("{service}.annotated.txt"));
         let loaded = out.join(format!("callgrind.{service}.{orders}.out"));
@@ -72,13 +80,15 @@ pub async fn run(orders: u64, out: &Path) -> anyhow::Result<Vec<ServiceProfile>>
             instructions_idle: instructions[0],
             instructions_loaded: instructions[1],
             annotation,
+            traffic: traffic::per_order(&work[1], Some(&work[0]), orders),
         });
     }
     Ok(profiles)
 }
 
 /// A fresh system with `service` under callgrind; `orders` orders placed and
-/// finished; then SIGTERM, and the total instructions callgrind counted.
+/// finished; then SIGTERM, and the total instructions callgrind counted, with
+/// the Redis commands and NATS messages from the first order to the wall's end.
 async fn profile_once(
     loadgen: &Loadgen,
     profiled: &'static str,
@@ -86,10 +96,11 @@ async fn profile_once(
     wall: Duration,
     file: &Path,
     logs: &Path,
-) -> anyhow::Result<u64> {
-    let (nats, redis) = tokio::join!(Nats::start(), Redis::start());
+) -> anyhow::Result<(u64, Counters)> {
+    let servers = Servers::start().await;
     let (_sink, sink_url) = echo_server(loadgen, "webhook-sink", logs).await;
-    let env = service_env(&nats, &redis, &sink_url);
+    let env = servers.service_env(&sink_url);
+    // The streams, as the NATS operator (the services' users only verify them).
     catga_tests::run_topology_step(&env).await;
     let mut others = Vec::new();
     let mut under_valgrind = None;
@@ -122,6 +133,8 @@ async fn profile_once(
             .context("order-api")?
     };
     raise_stock(&api_url).await?;
+    let sources = servers.sources();
+    let before = sources.read().await?;
     let began = Instant::now();
     if orders > 0 {
         let duration = Duration::from_secs_f64(orders as f64 / RATE);
@@ -139,6 +152,7 @@ async fn profile_once(
     }
     // The notification of the last order may still be on its way.
     tokio::time::sleep_until(began + wall).await;
+    let work = traffic::delta(&before, &sources.read().await?);
     let status = process.terminate(Duration::from_secs(60)).await;
     if !status.success() {
         bail!(
@@ -146,7 +160,7 @@ async fn profile_once(
             process.logs()
         );
     }
-    total_instructions(file)
+    Ok((total_instructions(file)?, work))
 }
 
 /// Spawns `name` under callgrind on a free port; also returns the port of

@@ -9,6 +9,7 @@ use crate::{
     profile::ServiceProfile,
     sample::MACHINE,
     system::{DEPENDENCIES, HALF, Results, SERVICES},
+    traffic::PerOrder,
 };
 
 /// The targets (reported, never asserted).
@@ -172,6 +173,13 @@ pub fn markdown(r: &Results) -> String {
         latencies(&r.echo_at_half.acceptance)
     );
     let _ = writeln!(out);
+    let phases: Vec<(&str, &PerOrder)> = r
+        .phases
+        .iter()
+        .map(|p| (p.label.as_str(), &p.traffic))
+        .collect();
+    traffic_tables(&mut out, "system load", &phases);
+    let _ = writeln!(out);
     let _ = writeln!(
         out,
         "| service | start → ready | RSS idle | CPU idle | RSS max under load | CPU at maximum |"
@@ -286,6 +294,39 @@ pub fn markdown(r: &Results) -> String {
     out
 }
 
+/// Redis commands and NATS messages per order, one row per `rows` entry,
+/// then the commands by name for the first row.
+fn traffic_tables(out: &mut String, what: &str, rows: &[(&str, &PerOrder)]) {
+    let _ = writeln!(
+        out,
+        "| {what} | Redis commands per order | NATS messages per order (in + out) |"
+    );
+    let _ = writeln!(out, "| --- | ---: | ---: |");
+    for (label, traffic) in rows {
+        let _ = writeln!(
+            out,
+            "| {label} | {:.2} | {:.2} ({:.2} + {:.2}) |",
+            traffic.redis_total(),
+            traffic.nats_total(),
+            traffic.nats_in,
+            traffic.nats_out
+        );
+    }
+    if let Some((label, traffic)) = rows.first() {
+        let by_command: Vec<String> = traffic
+            .redis
+            .iter()
+            .map(|(name, n)| format!("{name} {n:.2}"))
+            .collect();
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "Redis commands per order by name ({label}): {}.",
+            by_command.join(", ")
+        );
+    }
+}
+
 /// The profile's table.
 pub fn profile_markdown(profiles: &[ServiceProfile]) -> String {
     let mut out = String::new();
@@ -304,5 +345,20 @@ pub fn profile_markdown(profiles: &[ServiceProfile]) -> String {
     }
     let total: f64 = profiles.iter().map(ServiceProfile::per_order).sum();
     let _ = writeln!(out, "| all three | {total:.0} |");
+    let _ = writeln!(out);
+    // Last first: its run has order-api outside callgrind, the closest to a
+    // real run (follow-up GETs per order depend on how fast orders finish).
+    let rows: Vec<(String, &PerOrder)> = profiles
+        .iter()
+        .rev()
+        .map(|p| {
+            (
+                format!("run with {} under callgrind", p.service),
+                &p.traffic,
+            )
+        })
+        .collect();
+    let rows: Vec<(&str, &PerOrder)> = rows.iter().map(|(l, t)| (l.as_str(), *t)).collect();
+    traffic_tables(&mut out, "run", &rows);
     out
 }

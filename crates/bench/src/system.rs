@@ -4,13 +4,17 @@ use std::{collections::HashMap, time::Duration};
 
 use anyhow::{Context, bail};
 use catga_core::{config::keys, domain::limits::MAX_STOCK};
-use catga_tests::{Api, Nats, Process, Redis, Service, free_port, wait_for_port};
+use catga_tests::{
+    Api, Nats, Process, Redis, Server, Service, Tokens, eventually, free_port, online_replicas,
+    wait_for_port,
+};
 use loadgen::report::{BaselineSummary, LoadShape, Summary};
 use tokio::time::Instant;
 
 use crate::{
     loadgen::Loadgen,
     sample::{Sampler, Usage},
+    traffic::{self, Counters, PerOrder, Sources},
 };
 
 /// The services, in start order.
@@ -32,6 +36,8 @@ pub struct Phase {
     pub fraction: Option<f64>,
     pub summary: Summary,
     pub usage: HashMap<String, Usage>,
+    /// Redis commands and NATS messages per completed order.
+    pub traffic: PerOrder,
 }
 
 /// Everything the run measured.
@@ -79,10 +85,12 @@ pub async fn run(
         )
         .await?;
 
-    eprintln!("==> the system: NATS (JetStream, file storage), Redis (AOF), the three services");
-    let (nats, redis) = tokio::join!(Nats::start(), Redis::start());
+    eprintln!(
+        "==> the system: NATS (JetStream, file storage), Redis (AOF, one replica, WAIT), the three services"
+    );
+    let servers = Servers::start().await;
     let (_sink, sink_url) = echo_server(&loadgen, "webhook-sink", logs.path()).await;
-    let env = service_env(&nats, &redis, &sink_url);
+    let env = servers.service_env(&sink_url);
     // The streams, as the NATS operator (the services' users only verify them).
     catga_tests::run_topology_step(&env).await;
     let mut services = Vec::new();
@@ -98,8 +106,8 @@ pub async fn run(
         .iter()
         .map(|s| (s.name, &s.process))
         .chain([
-            ("nats-server", &nats.0.process),
-            ("redis-server", &redis.0.process),
+            ("nats-server", &servers.nats.0.process),
+            ("redis-server", &servers.redis.0.process),
         ])
         .filter_map(|(name, process)| Some((name.to_owned(), process.pid()?)))
         .collect();
@@ -111,16 +119,21 @@ pub async fn run(
 
     eprintln!("==> maximum: closed loop, {clients} clients");
     let mut phases = Vec::new();
+    let sources = servers.sources();
+    let before = sources.read().await?;
     let sampler = Sampler::start(pids.clone());
     let max = loadgen
         .orders(&api_url, LoadShape::Concurrency { clients }, duration, true)
         .await?;
     let maximum = max.completed_per_s;
+    let usage = sampler.finish().await;
+    let traffic = traffic_per_order(&sources, &before, &max).await?;
     phases.push(Phase {
         label: format!("maximum ({clients} clients)"),
         fraction: None,
         summary: max,
-        usage: sampler.finish().await,
+        usage,
+        traffic,
     });
     if maximum <= 0.0 {
         bail!(
@@ -134,6 +147,7 @@ pub async fn run(
             "==> {:.0}% of maximum: {rate:.0} orders/s",
             fraction * 100.0
         );
+        let before = sources.read().await?;
         let sampler = Sampler::start(pids.clone());
         let summary = loadgen
             .orders(
@@ -143,11 +157,14 @@ pub async fn run(
                 true,
             )
             .await?;
+        let usage = sampler.finish().await;
+        let traffic = traffic_per_order(&sources, &before, &summary).await?;
         phases.push(Phase {
             label: format!("{:.0}% ({rate:.0}/s)", fraction * 100.0),
             fraction: Some(fraction),
             summary,
-            usage: sampler.finish().await,
+            usage,
+            traffic,
         });
     }
     eprintln!("==> axum echo at 50% of the system's maximum");
@@ -175,17 +192,79 @@ pub async fn run(
     })
 }
 
-/// The services' environment: as the Kubernetes manifests set it (info
-/// logs as JSON), without trace export (no collector here).
-pub fn service_env(nats: &Nats, redis: &Redis, webhook_sink: &str) -> HashMap<String, String> {
-    let mut env = catga_tests::service_env(
-        &nats.url(),
-        &redis.configuration(),
-        &format!("{webhook_sink}/hooks/orders"),
-    );
-    env.insert(keys::LOG_LEVEL.into(), "info".into());
-    env.insert(keys::LOG_FORMAT.into(), "json".into());
-    env
+/// Commands and messages per order of a phase that began at `before`.
+/// The phase's own traffic is all orders' (the background over a 20 s phase
+/// is a few dozen commands against tens of thousands).
+async fn traffic_per_order(
+    sources: &Sources,
+    before: &Counters,
+    summary: &Summary,
+) -> anyhow::Result<PerOrder> {
+    let after = sources.read().await?;
+    Ok(traffic::per_order(
+        &traffic::delta(before, &after),
+        None,
+        summary.completed,
+    ))
+}
+
+/// The servers the system uses, with the durability the manifests ask for:
+/// NATS with JetStream on file storage (and its monitoring endpoint, for the
+/// message counts), a Redis master with AOF and one replica, which every
+/// acknowledged write waits for (`Redis__WaitReplicas=1`, `WAIT` as behind
+/// Sentinel).
+pub struct Servers {
+    pub nats: Nats,
+    nats_monitor_port: u16,
+    pub redis: Redis,
+    _replica: Server,
+}
+
+impl Servers {
+    pub async fn start() -> Self {
+        let nats_monitor_port = free_port();
+        let nats = Nats::start_monitored(nats_monitor_port);
+        let (nats, redis) = tokio::join!(nats, Redis::start());
+        let master = redis.0.port;
+        let replica = Server::start("redis-server", |port, dir| {
+            catga_tests::redis_node(port, dir, Some(master), None)
+        })
+        .await;
+        eventually(
+            "the Redis replica is in sync",
+            Duration::from_secs(30),
+            || async { (online_replicas(master).await? >= 1).then_some(()) },
+        )
+        .await;
+        Self {
+            nats,
+            nats_monitor_port,
+            redis,
+            _replica: replica,
+        }
+    }
+
+    pub fn sources(&self) -> Sources {
+        Sources {
+            redis_port: self.redis.0.port,
+            nats_monitor_port: self.nats_monitor_port,
+        }
+    }
+
+    /// The services' environment: as the Kubernetes manifests set it (info
+    /// logs as JSON, writes acknowledged once a replica holds them), without
+    /// trace export (no collector here).
+    pub fn service_env(&self, webhook_sink: &str) -> HashMap<String, String> {
+        let mut env = catga_tests::service_env(
+            &self.nats.url(),
+            &self.redis.configuration(),
+            &format!("{webhook_sink}/hooks/orders"),
+        );
+        env.insert(keys::LOG_LEVEL.into(), "info".into());
+        env.insert(keys::LOG_FORMAT.into(), "json".into());
+        env.insert(keys::REDIS_WAIT_REPLICAS.into(), "1".into());
+        env
+    }
 }
 
 /// `loadgen echo-server` as its own process on a free port.
@@ -256,7 +335,10 @@ pub async fn ready_after(
 /// Gives every product the most stock allowed, so every order can be
 /// confirmed and the run measures one kind of work.
 pub async fn raise_stock(api_url: &str) -> anyhow::Result<()> {
-    let api = Api::new(api_url.to_owned());
+    let api = Api::with_tokens(
+        api_url.to_owned(),
+        Tokens::Secret(catga_tests::JWT_SECRET.to_owned()),
+    );
     let products = api.get("/api/products").await;
     let list = products
         .body

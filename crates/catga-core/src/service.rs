@@ -178,7 +178,7 @@ pub fn ops_router(health: Health, service: &'static str) -> Router {
     crate::health::router(health)
         .merge(telemetry::metrics_router())
         .layer(axum::middleware::from_fn_with_state(
-            service,
+            telemetry::HttpMetrics::new(service),
             telemetry::record_http_metrics,
         ))
         .layer(telemetry::http_trace_layer())

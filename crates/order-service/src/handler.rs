@@ -5,17 +5,18 @@
 //! republishes the same event (same `Nats-Msg-Id`), so a crash between the
 //! store update and the publish never loses the event.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use catga_core::{
     contracts::{
         CancelOrder, EventKind, OrderEvent, PlaceOrder, metrics as names, services, subjects,
     },
-    domain::OrderId,
+    domain::{OrderId, OrderStatus},
     messaging::{Delivery, HandleError, Handler, OutgoingMessage, Publisher},
     store::{Applied, CommandApplier, Effect},
 };
+use metrics::Counter;
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 
@@ -24,11 +25,21 @@ use serde::de::DeserializeOwned;
 pub struct CommandHandler {
     store: Arc<dyn CommandApplier>,
     publisher: Arc<dyn Publisher>,
+    /// Orders moved to each status, by `OrderStatus` (registered on first
+    /// use and kept, so counting looks nothing up).
+    orders: [OnceLock<Counter>; OrderStatus::ALL.len()],
+    /// Events published, by `EventKind`.
+    published: [OnceLock<Counter>; EventKind::ALL.len()],
 }
 
 impl CommandHandler {
     pub fn new(store: Arc<dyn CommandApplier>, publisher: Arc<dyn Publisher>) -> Self {
-        Self { store, publisher }
+        Self {
+            store,
+            publisher,
+            orders: Default::default(),
+            published: Default::default(),
+        }
     }
 
     async fn place(&self, command: PlaceOrder) -> Result<(), HandleError> {
@@ -76,7 +87,9 @@ impl CommandHandler {
             metrics::counter!(names::IDEMPOTENCY_HITS, "service" => services::ORDER_SERVICE, "kind" => "command")
                 .increment(1);
         } else if let Effect::Transitioned { status, .. } = &applied.effect {
-            metrics::counter!(names::ORDERS, "service" => services::ORDER_SERVICE, "status" => status.as_str())
+            let status = *status;
+            self.orders[status as usize]
+                .get_or_init(|| metrics::counter!(names::ORDERS, "service" => services::ORDER_SERVICE, "status" => status.as_str()))
                 .increment(1);
         }
     }
@@ -117,7 +130,8 @@ impl CommandHandler {
                 payload.into(),
             ))
             .await?;
-        metrics::counter!(names::MESSAGES_PUBLISHED, "service" => services::ORDER_SERVICE, "subject" => event.subject())
+        self.published[kind as usize]
+            .get_or_init(|| metrics::counter!(names::MESSAGES_PUBLISHED, "service" => services::ORDER_SERVICE, "subject" => kind.subject()))
             .increment(1);
         tracing::info!(%order_id, status = %status, duplicate = applied.duplicate, "order event published");
         Ok(())

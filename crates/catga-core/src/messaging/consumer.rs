@@ -4,7 +4,7 @@
 
 use std::{
     panic::AssertUnwindSafe,
-    sync::Arc,
+    sync::{Arc, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -157,6 +157,8 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 const HANDBACK_DELAY: Duration = Duration::from_millis(200);
 /// How long a stopping loop waits for a pull already under way.
 const LAST_PULL_WAIT: Duration = Duration::from_millis(50);
+/// How long a stopped loop waits for its last acks to be written.
+const LAST_FLUSH_WAIT: Duration = Duration::from_secs(1);
 /// `max_deliver` for the broker: redeliver without bound.
 const UNBOUNDED: i64 = -1;
 
@@ -195,6 +197,7 @@ pub async fn run_consumer(
         ack_wait: spec.ack_wait,
         max_deliver: spec.max_deliver,
         abandon: abandon.clone(),
+        metrics: MessageMetrics::default(),
     });
     'subscribe: while !shutdown.is_cancelled() {
         let bind = format!("bind consumer {}", spec.durable);
@@ -266,6 +269,18 @@ pub async fn run_consumer(
             report_task_end(&spec.durable, joined);
         }
     }
+    // The last acks are sent without waiting: make sure they left.
+    let flushed = tokio::time::timeout(LAST_FLUSH_WAIT, broker.flush())
+        .await
+        .unwrap_or_else(|_| {
+            Err(MessagingError::TimedOut {
+                operation: "flush".to_owned(),
+                after: LAST_FLUSH_WAIT,
+            })
+        });
+    if let Err(err) = flushed {
+        tracing::warn!(consumer = %spec.durable, error = %Chain(&err), "last acks not flushed; their messages come back and are deduplicated");
+    }
     tracing::info!(consumer = %spec.durable, "consumer stopped");
 }
 
@@ -295,6 +310,33 @@ struct Processing {
     /// Deliveries that run the handler; a later one is dead-lettered unrun.
     max_deliver: i64,
     abandon: CancellationToken,
+    metrics: MessageMetrics,
+}
+
+/// The per-message series, each registered on first use and kept: counting
+/// a message then neither builds its label set nor looks it up.
+#[derive(Default)]
+struct MessageMetrics {
+    processed: [OnceLock<metrics::Counter>; SETTLED],
+    requests: [[OnceLock<metrics::Counter>; SETTLED]; OPERATIONS],
+    durations: [OnceLock<metrics::Histogram>; OPERATIONS],
+}
+
+impl MessageMetrics {
+    fn record(&self, service: &'static str, subject: &str, settled: Settled, took: Duration) {
+        let operation = subject_operation(subject);
+        let outcome = settled.as_str();
+        let index = settled as usize;
+        self.processed[index]
+            .get_or_init(|| metrics::counter!(names::MESSAGES_PROCESSED, "service" => service, "outcome" => outcome))
+            .increment(1);
+        self.requests[operation][index]
+            .get_or_init(|| metrics::counter!(names::REQUESTS_TOTAL, "service" => service, "kind" => "message", "operation" => operation_label(operation), "outcome" => outcome))
+            .increment(1);
+        self.durations[operation]
+            .get_or_init(|| metrics::histogram!(names::REQUEST_DURATION, "service" => service, "kind" => "message", "operation" => operation_label(operation)))
+            .record(took.as_secs_f64());
+    }
 }
 
 /// How a message was settled, for metrics.
@@ -356,13 +398,8 @@ impl Processing {
                 () = self.keep_alive(&delivery) => Settled::HandedBack,
             }
         };
-        let outcome = settled.as_str();
-        metrics::counter!(names::MESSAGES_PROCESSED, "service" => self.service, "outcome" => outcome)
-            .increment(1);
-        metrics::counter!(names::REQUESTS_TOTAL, "service" => self.service, "kind" => "message", "operation" => subject_operation(&delivery.subject), "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!(names::REQUEST_DURATION, "service" => self.service, "kind" => "message", "operation" => subject_operation(&delivery.subject))
-            .record(started.elapsed().as_secs_f64());
+        self.metrics
+            .record(self.service, &delivery.subject, settled, started.elapsed());
     }
 
     /// Extends the ack deadline while the handler works. Never returns.
@@ -485,19 +522,33 @@ impl Processing {
     }
 }
 
-/// The message kind as a metric label: the subject's last token when it is a
-/// known one, so arbitrary subjects cannot grow the label set.
-fn subject_operation(subject: &str) -> &'static str {
-    const KNOWN: [&str; 5] = [
-        subjects::PLACE_ORDER,
-        subjects::CANCEL_ORDER,
-        subjects::ORDER_CONFIRMED,
-        subjects::ORDER_REJECTED,
-        subjects::ORDER_CANCELLED,
-    ];
-    KNOWN
-        .into_iter()
-        .find(|known| *known == subject)
+/// The message kinds with a label of their own: the subject's last token.
+const KNOWN_SUBJECTS: [&str; 5] = [
+    subjects::PLACE_ORDER,
+    subjects::CANCEL_ORDER,
+    subjects::ORDER_CONFIRMED,
+    subjects::ORDER_REJECTED,
+    subjects::ORDER_CANCELLED,
+];
+/// The known kinds, then every other subject.
+const OPERATIONS: usize = KNOWN_SUBJECTS.len() + 1;
+/// How many ways a message is settled ([`Settled`]).
+const SETTLED: usize = 3;
+
+/// The message kind of `subject`, as an index into [`KNOWN_SUBJECTS`] (its
+/// length for any other subject), so arbitrary subjects cannot grow the
+/// label set.
+fn subject_operation(subject: &str) -> usize {
+    KNOWN_SUBJECTS
+        .iter()
+        .position(|known| *known == subject)
+        .unwrap_or(KNOWN_SUBJECTS.len())
+}
+
+/// The label of a message kind: the known subject's last token, else `other`.
+fn operation_label(operation: usize) -> &'static str {
+    KNOWN_SUBJECTS
+        .get(operation)
         .and_then(|known| known.rsplit('.').next())
         .unwrap_or("other")
 }

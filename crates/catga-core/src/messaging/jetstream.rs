@@ -168,6 +168,13 @@ impl Broker for JetStreamBroker {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
+    async fn flush(&self) -> Result<(), MessagingError> {
+        self.client
+            .flush()
+            .await
+            .map_err(|err| MessagingError::unavailable("flush", err))
+    }
+
     async fn dead_letter_exhausted(
         &self,
         spec: &ConsumerSpec,
@@ -305,6 +312,8 @@ fn delivery_from(message: jetstream::Message) -> Result<Delivery, MessagingError
             info.delivered,
         )
     };
+    let client = message.context.client();
+    let reply = message.reply.clone();
     let (message, acker) = message.split();
     let headers = message
         .headers
@@ -317,7 +326,11 @@ fn delivery_from(message: jetstream::Message) -> Result<Delivery, MessagingError
         headers,
         payload: message.payload,
         delivered,
-        acker: Box::new(JetStreamAcker(acker)),
+        acker: Box::new(JetStreamAcker {
+            acker,
+            reply,
+            client,
+        }),
     })
 }
 
@@ -579,11 +592,16 @@ impl JetStreamBroker {
     }
 }
 
-struct JetStreamAcker(NatsAcker);
+struct JetStreamAcker {
+    acker: NatsAcker,
+    /// The message's `$JS.ACK…` subject and the connection, for the ack.
+    reply: Option<async_nats::Subject>,
+    client: async_nats::Client,
+}
 
 impl JetStreamAcker {
     async fn send(&self, kind: AckKind) -> Result<(), MessagingError> {
-        self.0
+        self.acker
             .ack_with(kind)
             .await
             .map_err(|err| MessagingError::unavailable(format!("{kind:?}"), err))
@@ -594,10 +612,19 @@ impl JetStreamAcker {
 impl Acker for JetStreamAcker {
     async fn ack(&self) -> Result<(), MessagingError> {
         // Double ack: wait for the server to confirm, so "acked" really means
-        // the message will not come back.
-        self.0
-            .double_ack_with(AckKind::Ack)
+        // the message will not come back. Asked as a request on the client's
+        // shared reply subscription: async-nats' `double_ack` subscribes and
+        // unsubscribes a fresh inbox for every message.
+        let Some(reply) = &self.reply else {
+            return Err(MessagingError::refused(
+                "ack",
+                std::io::Error::other("not a JetStream message"),
+            ));
+        };
+        self.client
+            .request(reply.clone(), AckKind::Ack.into())
             .await
+            .map(drop)
             .map_err(|err| MessagingError::unavailable("ack", err))
     }
 

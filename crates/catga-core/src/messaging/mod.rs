@@ -256,6 +256,12 @@ pub trait Broker: Publisher {
     /// Whether the transport is connected now.
     fn is_connected(&self) -> bool;
 
+    /// Waits until what was sent so far (acks included, which are not
+    /// waited for) has been written to the server.
+    async fn flush(&self) -> Result<(), MessagingError> {
+        Ok(())
+    }
+
     /// Messages waiting for the durable consumer and messages delivered but not
     /// yet acknowledged; `None` where the transport cannot tell.
     async fn consumer_lag(&self, spec: &ConsumerSpec)

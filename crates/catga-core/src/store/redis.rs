@@ -257,23 +257,17 @@ impl Catalog for RedisStore {
 impl OrderIntake for RedisStore {
     #[tracing::instrument(skip_all, fields(otel.name = "redis create_pending", otel.kind = "client", db.system.name = "redis"))]
     async fn create_pending(&self, draft: &OrderDraft) -> Result<(), StoreError> {
-        // Indexed first, so an order whose command never gets published is
-        // found again (overdue_pending); the script's WAIT covers this write
-        // too (same connection, sent before it).
-        let _: i64 = redis::cmd("ZADD")
-            .arg(redis_keys::PENDING_ORDERS)
-            .arg("NX")
-            .arg(unix_millis(draft.created_at))
-            .arg(draft.order_id.to_string())
-            .query_async(&mut self.conn.clone())
-            .await?;
+        // One round trip: the record, its indexes and the pending index
+        // (which the re-publisher reads) in one atomic step, with its WAIT.
         let _: i64 = CREATE_PENDING
             .key(order_key(&draft.order_id))
             .key(redis_keys::ORDER_INDEX)
             .key(customer_index_key(&draft.customer_id))
+            .key(redis_keys::PENDING_ORDERS)
             .arg(draft_json(draft)?)
             .arg(now_rfc3339())
             .arg(draft.order_id.to_string())
+            .arg(unix_millis(draft.created_at))
             .invoke_async(&mut self.replicated.clone())
             .await?;
         Ok(())

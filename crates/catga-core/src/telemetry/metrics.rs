@@ -1,11 +1,16 @@
 //! Metrics: one process-wide Prometheus recorder rendered on `/metrics`, and
 //! the request counters and latency histograms of every HTTP route.
 
-use std::{sync::OnceLock, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::{Arc, OnceLock, PoisonError, RwLock},
+    time::Instant,
+};
 
 use axum::{
     Router,
-    extract::{Request, State},
+    extract::{MatchedPath, Request, State},
+    http::StatusCode,
     middleware::Next,
     response::{IntoResponse, Response},
     routing::get,
@@ -64,28 +69,91 @@ pub fn metrics_router() -> Router {
     )
 }
 
+/// The HTTP series of one service, each registered on the first request
+/// that needs it and kept: a request is then counted without formatting its
+/// labels or looking its series up in the recorder.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    service: &'static str,
+    /// Per route template: per standard method and status, its series.
+    routes: Arc<RwLock<HashMap<String, Vec<HttpSeries>>>>,
+}
+
+#[derive(Clone)]
+struct HttpSeries {
+    method: &'static str,
+    status: u16,
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl HttpMetrics {
+    pub fn new(service: &'static str) -> Self {
+        Self {
+            service,
+            routes: Arc::default(),
+        }
+    }
+
+    fn series(&self, method: &'static str, route: &str, status: StatusCode) -> HttpSeries {
+        let status = status.as_u16();
+        let found = |routes: &HashMap<String, Vec<HttpSeries>>| {
+            routes.get(route).and_then(|series| {
+                series
+                    .iter()
+                    .find(|s| s.method == method && s.status == status)
+                    .cloned()
+            })
+        };
+        if let Some(series) = found(&self.routes.read().unwrap_or_else(PoisonError::into_inner)) {
+            return series;
+        }
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(series) = found(&routes) {
+            return series;
+        }
+        let outcome = if status >= 500 {
+            "error"
+        } else if status >= 400 {
+            "rejected"
+        } else {
+            "success"
+        };
+        let operation = format!("{method} {route}");
+        let series = HttpSeries {
+            method,
+            status,
+            requests: metrics::counter!(names::REQUESTS_TOTAL, "service" => self.service, "kind" => "http", "operation" => operation.clone(), "outcome" => outcome, "status" => status.to_string()),
+            duration: metrics::histogram!(names::REQUEST_DURATION, "service" => self.service, "kind" => "http", "operation" => operation),
+        };
+        routes
+            .entry(route.to_owned())
+            .or_default()
+            .push(series.clone());
+        series
+    }
+}
+
 /// Middleware recording `catga_requests_total` and `catga_request_duration`
 /// per route template and standard method (never the raw path or an invented
 /// method, so hostile traffic cannot grow `/metrics`).
 pub async fn record_http_metrics(
-    State(service): State<&'static str>,
+    State(metrics): State<HttpMetrics>,
     request: Request,
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let operation = super::http::http_operation(&request);
+    let method = super::http::method_label(request.method());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let response = next.run(request).await;
-    let status = response.status();
-    let outcome = if status.is_server_error() {
-        "error"
-    } else if status.is_client_error() {
-        "rejected"
-    } else {
-        "success"
-    };
-    metrics::counter!(names::REQUESTS_TOTAL, "service" => service, "kind" => "http", "operation" => operation.clone(), "outcome" => outcome, "status" => status.as_u16().to_string())
-        .increment(1);
-    metrics::histogram!(names::REQUEST_DURATION, "service" => service, "kind" => "http", "operation" => operation)
-        .record(started.elapsed().as_secs_f64());
+    let series = metrics.series(
+        method,
+        route
+            .as_ref()
+            .map_or(super::http::UNMATCHED_ROUTE, MatchedPath::as_str),
+        response.status(),
+    );
+    series.requests.increment(1);
+    series.duration.record(started.elapsed().as_secs_f64());
     response
 }

@@ -22,7 +22,7 @@ pub mod metrics;
 pub mod propagation;
 
 pub use self::http::{HttpTraceLayer, http_server_span, http_trace_layer};
-pub use self::metrics::{metrics_handle, metrics_router, record_http_metrics};
+pub use self::metrics::{HttpMetrics, metrics_handle, metrics_router, record_http_metrics};
 pub use init::{TelemetryGuard, init};
 pub use json::{JsonSpanFields, json_log_layer};
 pub use propagation::{continue_from_message, inject_into_http, inject_into_message, record_ids};

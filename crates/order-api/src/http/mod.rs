@@ -112,7 +112,7 @@ pub fn app(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
-            services::ORDER_API,
+            telemetry::HttpMetrics::new(services::ORDER_API),
             telemetry::record_http_metrics,
         ))
         .layer(TimeoutLayer::with_status_code(
