@@ -1,6 +1,7 @@
 //! NATS with the shipped users and permissions (docker/nats/auth.conf): who
 //! may connect, publish and change streams; a service whose user may not
-//! change streams waits for the operator step; `tls://` with a private CA.
+//! change streams waits for the operator step; `tls://` with a private CA;
+//! a login with an nkey seed file (`NATS__CredsFile`).
 
 use std::{collections::HashMap, path::Path, time::Duration};
 
@@ -364,5 +365,55 @@ async fn tls_urls_work_with_a_private_ca() {
     assert!(
         !untrusted.is_connected(),
         "a certificate of an unknown CA was accepted"
+    );
+}
+
+#[tokio::test]
+async fn an_nkey_seed_file_logs_in_and_a_wrong_seed_is_refused() {
+    let user = nkeys::KeyPair::new_user();
+    let impostor = nkeys::KeyPair::new_user();
+    let files = tempfile::TempDir::new().expect("dir");
+    let config = files.path().join("nkey.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "authorization {{ users = [ {{ nkey: \"{}\" }} ] }}\n",
+            user.public_key()
+        ),
+    )
+    .expect("config");
+    let server = Server::start("nats-server", |port, _| {
+        vec![
+            "-c".to_owned(),
+            config.display().to_string(),
+            "-a".to_owned(),
+            "127.0.0.1".to_owned(),
+            "-p".to_owned(),
+            port.to_string(),
+        ]
+    })
+    .await;
+    let connect = |key: &nkeys::KeyPair, name: &str| {
+        let seed_file = files.path().join(name);
+        std::fs::write(&seed_file, key.seed().expect("seed")).expect("seed file");
+        let settings = NatsSettings::from_env(&catga_core::config::Env::from_pairs([
+            (keys::NATS_URL, format!("nats://127.0.0.1:{}", server.port)),
+            (keys::NATS_CREDS_FILE, seed_file.display().to_string()),
+        ]))
+        .expect("settings");
+        async move { JetStreamBroker::connect(&settings, "nkey-test").await }
+    };
+
+    let allowed = connect(&user, "user.nk").await.expect("connect");
+    eventually("the nkey login", Duration::from_secs(15), || async {
+        allowed.is_connected().then_some(())
+    })
+    .await;
+
+    let refused = connect(&impostor, "impostor.nk").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        refused.map_or(true, |broker| !broker.is_connected()),
+        "a seed the server does not know logged in"
     );
 }

@@ -605,8 +605,11 @@ async fn no_accepted_order_is_lost_or_doubled_under_faults() {
     };
 
     // Nothing is left undelivered or unacknowledged: a dropped ack shows here.
+    // A notification-service killed mid-send leaves its send lease (the
+    // webhook's worst case plus a margin, about 30 s here); the redelivered
+    // event waits in place until it runs out, so give it twice that.
     let js = cluster.nats.jetstream().await;
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     let unsettled = loop {
         let mut unsettled = Vec::new();
         for (stream, consumer) in [

@@ -55,6 +55,10 @@ enum Command {
         /// while each waits for its order to be final.
         #[arg(long, default_value_t = 256)]
         clients: usize,
+        /// `Redis__WaitReplicas` of the services: 1 as the manifests (one
+        /// replica holds every acknowledged write); 0 measures what the wait costs.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(0..=1))]
+        wait_replicas: u32,
     },
     /// Instructions per order of each service, under callgrind.
     Profile {
@@ -74,7 +78,10 @@ async fn main() -> anyhow::Result<()> {
             duration,
             concurrency,
             clients,
-        } => report::markdown(&system::run(*concurrency, *clients, *duration).await?),
+            wait_replicas,
+        } => report::markdown(
+            &system::run(*concurrency, *clients, *duration, *wait_replicas).await?,
+        ),
         Command::Profile { orders, out } => {
             let profiles = profile::run(*orders, out).await?;
             for profile in &profiles {

@@ -99,7 +99,7 @@ async fn profile_once(
 ) -> anyhow::Result<(u64, Counters)> {
     let servers = Servers::start().await;
     let (_sink, sink_url) = echo_server(loadgen, "webhook-sink", logs).await;
-    let env = servers.service_env(&sink_url);
+    let env = servers.service_env(&sink_url, 1);
     // The streams, as the NATS operator (the services' users only verify them).
     catga_tests::run_topology_step(&env).await;
     let mut others = Vec::new();

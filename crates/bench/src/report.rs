@@ -117,9 +117,10 @@ pub fn markdown(r: &Results) -> String {
     );
     let _ = writeln!(
         out,
-        "Each phase {:.0} s; baselines with {} operations (or echo clients) in flight, on servers of their own. Latencies p50 / p99 / p99.9 / max in ms.",
+        "Each phase {:.0} s; baselines with {} operations (or echo clients) in flight, on servers of their own; the services with `Redis__WaitReplicas={}`. Latencies p50 / p99 / p99.9 / max in ms.",
         r.duration.as_secs_f64(),
-        r.concurrency
+        r.concurrency,
+        r.wait_replicas
     );
     let _ = writeln!(out);
     let _ = writeln!(out, "| baseline | per second | latency |");

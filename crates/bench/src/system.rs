@@ -44,6 +44,8 @@ pub struct Phase {
 pub struct Results {
     pub concurrency: usize,
     pub duration: Duration,
+    /// The services' `Redis__WaitReplicas`.
+    pub wait_replicas: u32,
     pub redis: BaselineSummary,
     pub jetstream: BaselineSummary,
     pub echo_max: Summary,
@@ -57,6 +59,7 @@ pub async fn run(
     concurrency: usize,
     clients: usize,
     duration: Duration,
+    wait_replicas: u32,
 ) -> anyhow::Result<Results> {
     let loadgen = Loadgen::new();
     let logs = tempfile::TempDir::new()?;
@@ -86,11 +89,11 @@ pub async fn run(
         .await?;
 
     eprintln!(
-        "==> the system: NATS (JetStream, file storage), Redis (AOF, one replica, WAIT), the three services"
+        "==> the system: NATS (JetStream, file storage), Redis (AOF, one replica, WAIT {wait_replicas}), the three services"
     );
     let servers = Servers::start().await;
     let (_sink, sink_url) = echo_server(&loadgen, "webhook-sink", logs.path()).await;
-    let env = servers.service_env(&sink_url);
+    let env = servers.service_env(&sink_url, wait_replicas);
     // The streams, as the NATS operator (the services' users only verify them).
     catga_tests::run_topology_step(&env).await;
     let mut services = Vec::new();
@@ -182,6 +185,7 @@ pub async fn run(
     Ok(Results {
         concurrency,
         duration,
+        wait_replicas,
         redis: redis_baseline,
         jetstream,
         echo_max,
@@ -252,9 +256,9 @@ impl Servers {
     }
 
     /// The services' environment: as the Kubernetes manifests set it (info
-    /// logs as JSON, writes acknowledged once a replica holds them), without
-    /// trace export (no collector here).
-    pub fn service_env(&self, webhook_sink: &str) -> HashMap<String, String> {
+    /// logs as JSON, writes acknowledged once `wait_replicas` replicas hold
+    /// them: 1 as deployed), without trace export (no collector here).
+    pub fn service_env(&self, webhook_sink: &str, wait_replicas: u32) -> HashMap<String, String> {
         let mut env = catga_tests::service_env(
             &self.nats.url(),
             &self.redis.configuration(),
@@ -262,7 +266,7 @@ impl Servers {
         );
         env.insert(keys::LOG_LEVEL.into(), "info".into());
         env.insert(keys::LOG_FORMAT.into(), "json".into());
-        env.insert(keys::REDIS_WAIT_REPLICAS.into(), "1".into());
+        env.insert(keys::REDIS_WAIT_REPLICAS.into(), wait_replicas.to_string());
         env
     }
 }
