@@ -79,9 +79,9 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             clients,
             wait_replicas,
-        } => report::markdown(
-            &system::run(*concurrency, *clients, *duration, *wait_replicas).await?,
-        ),
+        } => {
+            report::markdown(&system::run(*concurrency, *clients, *duration, *wait_replicas).await?)
+        }
         Command::Profile { orders, out } => {
             let profiles = profile::run(*orders, out).await?;
             for profile in &profiles {
