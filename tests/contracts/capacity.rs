@@ -40,11 +40,7 @@ async fn memory_usage(raw: &mut redis::aio::MultiplexedConnection, key: &str) ->
 async fn redis_memory_per_order() {
     let redis = Redis::start().await;
     let store = crate::redis_store(&redis);
-    let mut raw = redis::Client::open(format!("redis://{}", redis.configuration()))
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut raw = redis.connection().await;
     let catalog: Vec<Product> = default_catalog()
         .into_iter()
         .map(|p| Product {

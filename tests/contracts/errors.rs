@@ -20,11 +20,7 @@ const NOTICE: Duration = Duration::from_secs(30);
 async fn redis_refusals_and_unreadable_data_are_permanent_an_absent_server_is_not() {
     let redis = Redis::start().await;
     let store = crate::redis_store(&redis);
-    let mut raw = redis::Client::open(format!("redis://{}", redis.configuration()))
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut raw = redis.connection().await;
 
     // WRONGTYPE: the product's key holds a string, not a hash.
     let _: () = redis::cmd("SET")

@@ -24,11 +24,7 @@ async fn redis_store_keeps_the_contract() {
     // Listings skip an index entry whose order is gone, so that retention
     // leaves no entry behind is checked on the keys themselves.
     let swept = final_orders_past_retention_are_removed_and_pending_ones_stay(&store).await;
-    let mut raw = redis::Client::open(format!("redis://{}", redis.configuration()))
-        .expect("client")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let mut raw = redis.connection().await;
     let customer_index = format!(
         "{}{}",
         redis_keys::CUSTOMER_ORDER_INDEX_PREFIX,

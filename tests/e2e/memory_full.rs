@@ -9,12 +9,7 @@ use catga_core::contracts::streams;
 use catga_tests::System;
 
 async fn set_maxmemory(system: &System, bytes: &str) {
-    let client = redis::Client::open(format!("redis://{}", system.redis.configuration()))
-        .expect("redis url");
-    let mut connection = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
+    let mut connection = system.redis.connection().await;
     let () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("maxmemory")

@@ -261,6 +261,16 @@ impl Redis {
     pub fn configuration(&self) -> String {
         format!("127.0.0.1:{}", self.0.port)
     }
+
+    /// A plain connection to this server, for tests that inspect keys or
+    /// reconfigure it (`CONFIG SET`) behind the store's back.
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(format!("redis://{}", self.configuration()))
+            .expect("client")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect")
+    }
 }
 
 /// Serves `app` on a free loopback port for the rest of the test.
