@@ -34,13 +34,15 @@ echo "monitoring mymaster at $master"
   #   wait (503 + Retry-After) from a crash until the promotion, so this
   #   is most of the outage; 5 s is well above the pauses a healthy Redis
   #   makes (fork for an AOF rewrite of 256 MB, CPU throttled at its limit).
-  # failover-timeout 30000: how long one promotion may take before another
+  # failover-timeout 10000: how long one promotion may take before another
   #   Sentinel tries again (after twice this), and how long the replicas
-  #   get to follow the new master; a full resync of 256 MB takes seconds.
+  #   get to follow the new master in parallel-syncs order (they follow
+  #   later anyway); a full resync of 256 MB takes seconds. An election that
+  #   splits thus costs 20 s more, not the minute of a 30 s timeout.
   # parallel-syncs 1: one replica resyncs at a time; the other keeps
   #   serving and stays a candidate.
   echo "sentinel down-after-milliseconds mymaster 5000"
-  echo "sentinel failover-timeout mymaster 30000"
+  echo "sentinel failover-timeout mymaster 10000"
   echo "sentinel parallel-syncs mymaster 1"
 } > "$conf"
 exec redis-server "$conf" --sentinel

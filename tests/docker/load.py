@@ -64,17 +64,37 @@ def http(method, url, body=None, headers=None, timeout=10):
         return 0, str(err).encode()
 
 
+# How long one order is retried. A Redis failover answers 503 from the crash
+# to the promotion: usually 6-10 s, but when the Sentinels' first election
+# splits, the next may start only after twice failover-timeout (10 s, in
+# docker/redis/sentinel.sh): 5 s detection + 10 s election + 20 s + promotion.
+# 90 s covers that twice over; what a failover really cost is printed
+# (the "unavailable" spans), so a slow one shows without failing the run.
+RETRY_SECONDS = 90.0
+
+
+def problem_kind(status, raw):
+    """`503 unavailable: the order store is unavailable...` for the timeline."""
+    try:
+        problem = json.loads(raw)
+        return f"{status} {problem.get('type', '').rsplit('/', 1)[-1]}: {problem.get('detail', '')[:48]}"
+    except (ValueError, AttributeError):
+        return f"{status} {raw[:48]!r}"
+
+
 def place(api, index, stats, lock):
     key = f"it-{uuid.uuid4()}"
     customer = f"c-{index % 17}"
     body = {"customerId": customer, "items": [{"productId": "PROD-001", "quantity": 1}]}
     headers = {"Idempotency-Key": key, "Authorization": bearer(customer)}
-    # About 35 s of retries: a Redis failover (Sentinel's 5 s detection, the
-    # promotion, the services following) answers 503 meanwhile.
-    for attempt in range(20):
+    deadline = time.monotonic() + RETRY_SECONDS
+    attempt = 0
+    while True:
         status, raw = http("POST", f"{api}/api/orders", body, headers)
         with lock:
             stats["responses"][str(status)] = stats["responses"].get(str(status), 0) + 1
+            if status != 202:
+                stats["refusals"].append((time.monotonic(), problem_kind(status, raw)))
         if status == 202:
             order_id = json.loads(raw)["orderId"]
             with lock:
@@ -84,10 +104,31 @@ def place(api, index, stats, lock):
             with lock:
                 stats["refused"] += 1
             return None
+        if time.monotonic() >= deadline:
+            break
         time.sleep(min(0.25 * (attempt + 1), 2.0))
+        attempt += 1
     with lock:
         stats["gave_up"] += 1
     return None
+
+
+def print_outages(t0, disrupted_at, refusals):
+    """The spans (gaps under 3 s) in which orders were refused, and why,
+    against the moments the disruptions started: what each outage cost."""
+    for at, command in disrupted_at:
+        print(f"[load] {at:6.1f}s  disruption: {command}", file=sys.stderr)
+    spans = []
+    for at, kind in sorted(refusals):
+        if spans and at - spans[-1]["end"] < 3.0:
+            spans[-1]["end"] = at
+            spans[-1]["kinds"][kind] = spans[-1]["kinds"].get(kind, 0) + 1
+        else:
+            spans.append({"start": at, "end": at, "kinds": {kind: 1}})
+    for span in spans:
+        print(f"[load] {span['start'] - t0:6.1f}s-{span['end'] - t0:.1f}s  refused for "
+              f"{span['end'] - span['start']:.1f}s: {span['kinds']}", file=sys.stderr)
+    sys.stderr.flush()
 
 
 def main():
@@ -108,15 +149,17 @@ def main():
         disruptions.append([float(fraction), command, False])
 
     lock = threading.Lock()
-    stats = {"responses": {}, "refused": 0, "gave_up": 0, "retried_then_accepted": 0}
+    stats = {"responses": {}, "refused": 0, "gave_up": 0, "retried_then_accepted": 0, "refusals": []}
     accepted = []
     t0 = time.monotonic()
+    disrupted_at = []
     with ThreadPoolExecutor(max_workers=args.concurrency) as pool:
         futures = []
         for i in range(args.orders):
             for d in disruptions:
                 if not d[2] and i >= d[0] * args.orders:
                     d[2] = True
+                    disrupted_at.append((time.monotonic() - t0, d[1]))
                     rc = subprocess.run(d[1], shell=True, capture_output=True, text=True)
                     print(f"[load] at order {i}: {d[1]!r} -> exit {rc.returncode} {rc.stdout.strip()} {rc.stderr.strip()}",
                           file=sys.stderr, flush=True)
@@ -127,6 +170,7 @@ def main():
             if order_id:
                 accepted.append(order_id)
     load_seconds = time.monotonic() - t0
+    print_outages(t0, disrupted_at, stats["refusals"])
     print(f"[load] sent {args.orders} orders in {load_seconds:.1f}s, {len(accepted)} accepted; "
           f"responses {stats['responses']}", file=sys.stderr, flush=True)
 

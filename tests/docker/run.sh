@@ -533,6 +533,13 @@ python3 "$HERE/load.py" --api "$API" --sink "http://127.0.0.1:$SINK_PORT" \
     --disrupt "0.3:docker stop -t 10 $NATS_VICTIM" \
     --disrupt "0.45:docker stop -t 10 $REDIS_VICTIM" \
     --disrupt "0.6:docker stop -t 30 $OS_VICTIM" || fail "load.py ran"
+# What the Sentinels did (detection, election, promotion), to read against
+# the refusal spans load.py printed.
+for n in 0 1 2; do
+    docker logs "$(service_containers redis-sentinel-$n)" 2>&1 \
+        | grep -E '[+-](sdown|odown|try-failover|elected-leader|failover-abort[a-z-]*|switch-master|failover-end) ' \
+        | tail -n 8 | sed "s/^/  redis-sentinel-$n: /" || true
+done
 if [[ -s "$WORK/summary.json" ]]; then
     S="$WORK/summary.json"
     jq_() { python3 -c "import json,sys; print(json.load(open('$S'))$1)"; }
