@@ -14,7 +14,7 @@ use catga_core::{
     contracts::{headers, streams, subjects},
     messaging::{
         Broker, ConsumerOptions, ConsumerSpec, Delivery, HandleError, Handler, MemoryBroker,
-        OutgoingMessage, run_consumer,
+        OutgoingMessage, Slots, run_consumer,
     },
 };
 use catga_tests::Nats;
@@ -46,7 +46,7 @@ pub async fn broker_contract(broker: &dyn Broker) {
     max_deliver_bounds_deliveries_and_exhausted_messages_are_dead_lettered(broker).await;
     a_consumer_gets_only_what_its_filter_matches(broker).await;
     lag_counts_what_is_not_yet_acknowledged(broker).await;
-    a_subscriber_pulls_only_when_polled(broker).await;
+    a_subscriber_is_sent_only_what_it_has_room_for(broker).await;
 }
 
 /// What `run_consumer` adds on any broker: with no dead-letter forwarder
@@ -71,17 +71,27 @@ fn spec(name: &str, filter: &'static str, max_deliver: i64) -> ConsumerSpec {
         filter,
         max_deliver,
         ack_wait: ACK_WAIT,
-        max_in_flight: 1,
+        // Room for more than one: a subscriber holding a delivery can still
+        // be sent another (a redelivery, say) when the rules allow it.
+        max_in_flight: 4,
     }
 }
 
 async fn bind(broker: &dyn Broker, spec: &ConsumerSpec) -> Deliveries {
-    broker.subscribe(spec).await.expect("bind")
+    broker
+        .subscribe(
+            spec,
+            Slots::new(spec.max_in_flight),
+            CancellationToken::new(),
+        )
+        .await
+        .expect("bind")
 }
 
 /// Acknowledges `delivery` and checks it does not come back.
 async fn ack_for_good(delivery: Delivery, deliveries: &mut Deliveries) {
     delivery.acker.ack().await.expect("ack");
+    drop(delivery);
     nothing_for(
         deliveries,
         ACK_WAIT * 3,
@@ -353,24 +363,32 @@ async fn eventually_lag(
     }
 }
 
-async fn a_subscriber_pulls_only_when_polled(broker: &dyn Broker) {
-    const SUBJECT: &str = "catga.orders.commands.contract.pull";
-    let spec = spec("pull", SUBJECT, 5);
+async fn a_subscriber_is_sent_only_what_it_has_room_for(broker: &dyn Broker) {
+    const SUBJECT: &str = "catga.orders.commands.contract.room";
+    let spec = ConsumerSpec {
+        max_in_flight: 2,
+        ..spec("room", SUBJECT, 5)
+    };
     let mut deliveries = bind(broker, &spec).await;
-    for id in ["pull-1", "pull-2", "pull-3"] {
+    for id in ["room-1", "room-2", "room-3", "room-4"] {
         publish(broker, SUBJECT, id, "work").await;
     }
-    let held = next(&mut deliveries).await;
-    eventually_lag(broker, &spec, |lag| lag == (2, 1)).await;
-    // Past several ack deadlines, the two not asked for were never delivered:
-    // none has used up a delivery while the first was worked on.
-    for _ in 0..4 {
-        tokio::time::sleep(ACK_WAIT).await;
-        held.acker.in_progress().await.expect("progress");
+    let held = [next(&mut deliveries).await, next(&mut deliveries).await];
+    eventually_lag(broker, &spec, |lag| lag == (2, 2)).await;
+    // Polled with both slots taken, past several ack deadlines: the two
+    // without room were never delivered, so neither used up a delivery
+    // while the first two were worked on.
+    for _ in 0..6 {
+        nothing_for(&mut deliveries, ACK_WAIT / 2, "delivered beyond its room").await;
+        for delivery in &held {
+            delivery.acker.in_progress().await.expect("progress");
+        }
         let lag = broker.consumer_lag(&spec).await.expect("lag");
-        assert_eq!(lag, Some((2, 1)), "pulled ahead of the subscriber");
+        assert_eq!(lag, Some((2, 2)), "fetched ahead of the subscriber's room");
     }
-    held.acker.ack().await.expect("ack");
+    for delivery in held {
+        delivery.acker.ack().await.expect("ack");
+    }
     for _ in 0..2 {
         let delivery = next(&mut deliveries).await;
         assert_eq!(delivery.delivered, 1, "waited without a delivery");
@@ -423,7 +441,8 @@ async fn the_loop_dead_letters_exhausted_messages_without_a_forwarder(broker: Ar
         filter: streams::DEAD_LETTERS_SUBJECTS,
         max_deliver: 5,
         ack_wait: ACK_WAIT,
-        max_in_flight: 1,
+        // The letters are kept below, each holding its slot.
+        max_in_flight: 4,
     };
     let mut dead = bind(&*broker, &dead_spec).await;
     // A replica crashed during each of the two deliveries allowed: delivered,

@@ -7,9 +7,10 @@ use std::time::Duration;
 use async_nats::jetstream::stream::{self, RetentionPolicy, StorageType};
 use catga_core::{
     contracts::{streams, subjects},
-    messaging::{Broker, ConsumerSpec, DUPLICATE_WINDOW, MessagingError, STREAMS},
+    messaging::{Broker, ConsumerSpec, DUPLICATE_WINDOW, MessagingError, STREAMS, Slots},
 };
 use catga_tests::Nats;
+use tokio_util::sync::CancellationToken;
 
 #[tokio::test]
 async fn existing_streams_and_consumers_are_brought_to_the_configuration() {
@@ -53,10 +54,20 @@ async fn existing_streams_and_consumers_are_brought_to_the_configuration() {
         ack_wait: Duration::from_secs(30),
         max_in_flight: 1,
     };
-    drop(broker.subscribe(&spec).await.expect("bind"));
+    drop(
+        broker
+            .subscribe(&spec, Slots::new(1), CancellationToken::new())
+            .await
+            .expect("bind"),
+    );
     spec.max_deliver = 9;
     spec.ack_wait = Duration::from_secs(12);
-    drop(broker.subscribe(&spec).await.expect("bind again"));
+    drop(
+        broker
+            .subscribe(&spec, Slots::new(1), CancellationToken::new())
+            .await
+            .expect("bind again"),
+    );
     let consumer = js
         .get_stream(streams::ORDER_COMMANDS)
         .await
@@ -71,7 +82,7 @@ async fn existing_streams_and_consumers_are_brought_to_the_configuration() {
     // A filter cannot change in place: the error names it.
     spec.filter = subjects::CANCEL_ORDER;
     let err = broker
-        .subscribe(&spec)
+        .subscribe(&spec, Slots::new(1), CancellationToken::new())
         .await
         .err()
         .expect("a different filter is refused");

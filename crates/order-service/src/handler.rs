@@ -211,6 +211,7 @@ mod tests {
             payload: payload.into(),
             delivered: 1,
             acker: Box::new(NoAck),
+            slot: None,
         }
     }
 

@@ -10,13 +10,10 @@ use std::{
 
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
-use tokio::{
-    sync::{OwnedSemaphorePermit, Semaphore},
-    task::{JoinError, JoinSet},
-};
+use tokio::task::{JoinError, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::{Broker, ConsumerSpec, Delivery, MessagingError};
+use super::{Broker, ConsumerSpec, Delivery, MessagingError, Slots};
 use tracing::Instrument;
 
 use crate::{
@@ -179,7 +176,6 @@ pub async fn run_consumer(
         metrics::counter!(names::MESSAGES_PROCESSED, "service" => options.service, "outcome" => outcome.as_str())
             .increment(0);
     }
-    let slots = Arc::new(Semaphore::new(spec.max_in_flight.max(1)));
     // The broker redelivers without bound; this loop enforces `max_deliver`
     // itself (see `Processing::process_in_span`), so dead-lettering never
     // waits on a broker's give-up advisory that nobody may hear.
@@ -199,10 +195,15 @@ pub async fn run_consumer(
         abandon: abandon.clone(),
         metrics: MessageMetrics::default(),
     });
+    // Kept across bindings: a re-bind adds no room while earlier deliveries
+    // are still being worked on.
+    let slots = Slots::new(spec.max_in_flight);
     'subscribe: while !shutdown.is_cancelled() {
         let bind = format!("bind consumer {}", spec.durable);
-        let Some(mut deliveries) =
-            crate::shutdown::retry_until_ok(&bind, &shutdown, || broker.subscribe(&bound)).await
+        let Some(mut deliveries) = crate::shutdown::retry_until_ok(&bind, &shutdown, || {
+            broker.subscribe(&bound, slots.clone(), shutdown.clone())
+        })
+        .await
         else {
             break;
         };
@@ -211,25 +212,18 @@ pub async fn run_consumer(
             while let Some(joined) = tasks.try_join_next() {
                 report_task_end(&spec.durable, joined);
             }
-            // Take a slot before pulling: a broker's stream pulls only when
-            // polled, so only what can be worked on now is ever pulled, and a
-            // message never waits in a buffer while its ack deadline runs.
-            let slot = tokio::select! {
-                () = shutdown.cancelled() => break 'subscribe,
-                slot = Arc::clone(&slots).acquire_owned() => match slot {
-                    Ok(slot) => slot,
-                    Err(_) => break 'subscribe,
-                },
-            };
+            // The broker fetches only what free slots can take, and each
+            // delivery holds its slot until its task ends.
             let next = tokio::select! {
                 () = shutdown.cancelled() => {
-                    // A pull may be under way: a message it brings is worked
-                    // on within the grace rather than handed back, which
-                    // would use up one of its deliveries.
-                    if let Ok(Some(Ok(delivery))) =
+                    // The broker fetches nothing more now, but messages may
+                    // be on their way: each is worked on within the grace
+                    // rather than left to come back, which would use up
+                    // one of its deliveries.
+                    while let Ok(Some(Ok(delivery))) =
                         tokio::time::timeout(LAST_PULL_WAIT, deliveries.next()).await
                     {
-                        tasks.spawn(processing.clone().run(delivery, slot));
+                        tasks.spawn(processing.clone().run(delivery));
                     }
                     break 'subscribe;
                 }
@@ -237,7 +231,7 @@ pub async fn run_consumer(
             };
             match next {
                 Some(Ok(delivery)) => {
-                    tasks.spawn(processing.clone().run(delivery, slot));
+                    tasks.spawn(processing.clone().run(delivery));
                 }
                 Some(Err(err)) => {
                     tracing::warn!(consumer = %spec.durable, error = %Chain(&err), "consumer stream error; re-binding");
@@ -358,10 +352,9 @@ impl Settled {
 }
 
 impl Processing {
-    /// Works on `delivery`, holding `slot` until it is settled.
-    async fn run(self: Arc<Self>, delivery: Delivery, slot: OwnedSemaphorePermit) {
+    /// Works on `delivery` until it is settled; its slot is freed with it.
+    async fn run(self: Arc<Self>, delivery: Delivery) {
         self.process(delivery).await;
-        drop(slot);
     }
 
     async fn process(&self, delivery: Delivery) {
@@ -631,7 +624,11 @@ mod tests {
         let broker = MemoryBroker::new();
         let commands = spec("order-processing", subjects::PLACE_ORDER);
         let dead = broker
-            .subscribe(&spec("dead", streams::DEAD_LETTERS_SUBJECTS))
+            .subscribe(
+                &spec("dead", streams::DEAD_LETTERS_SUBJECTS),
+                Slots::new(4),
+                CancellationToken::new(),
+            )
             .await
             .expect("bind");
         let shutdown = CancellationToken::new();

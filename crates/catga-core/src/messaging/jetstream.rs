@@ -13,10 +13,12 @@ use async_nats::{
 };
 use async_trait::async_trait;
 use futures::{StreamExt, stream::BoxStream};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 
 use super::{
     Acker, Broker, ConsumerSpec, DUPLICATE_WINDOW, Delivery, MessagingError, OutgoingMessage,
-    Publisher, Retention, STREAMS,
+    Publisher, Retention, STREAMS, Slots,
 };
 use crate::config::{NatsCredentials, NatsSettings, keys};
 
@@ -147,6 +149,8 @@ impl Broker for JetStreamBroker {
     async fn subscribe(
         &self,
         spec: &ConsumerSpec,
+        slots: Slots,
+        stop: CancellationToken,
     ) -> Result<BoxStream<'static, Result<Delivery, MessagingError>>, MessagingError> {
         let stream = self.stream(spec.stream).await?;
         let config = pull::Config {
@@ -161,7 +165,15 @@ impl Broker for JetStreamBroker {
             ..Default::default()
         };
         let consumer = self.reconcile_consumer(&stream, config).await?;
-        Ok(pull_when_polled(consumer, spec.durable.clone()))
+        let puller = Puller::bind(
+            consumer,
+            self.context.clone(),
+            spec.durable.clone(),
+            slots,
+            stop,
+        )
+        .await?;
+        Ok(puller.into_stream())
     }
 
     fn is_connected(&self) -> bool {
@@ -259,47 +271,169 @@ fn stream_differences(
     .collect()
 }
 
-/// How long one pull request waits on the server for a message.
+/// How long one pull request waits on the server for messages.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// How long past its expiry a pull may stay unanswered (the server's `408`
+/// lost with a connection) before the subscription is bound again.
+const PULL_ANSWER_GRACE: Duration = Duration::from_secs(2);
 
-/// Deliveries pulled one at a time, each only when the stream is polled:
-/// nothing is pulled ahead into a client buffer, where its ack deadline would
-/// run (and, past it, its deliveries be used up) while the replica's handlers
-/// are all busy, e.g. retrying through a long Redis outage. The consumer loop
-/// polls only with a free handler slot. The cost is one request per message.
-fn pull_when_polled(
+/// Fetches a durable consumer's messages, never more than the free slots can
+/// take ([`Broker::subscribe`]), on one reply subscription for its life.
+///
+/// One pull is open at a time. It asks for the slot the caller waits with
+/// plus every slot free at that moment; only this puller takes slots, so
+/// each message of the pull finds one free when it arrives. Under a backlog
+/// a pull fills a whole batch in one round trip; one at a time, each message
+/// would cost a round trip and a subscription of its own.
+struct Puller {
     consumer: jetstream::consumer::PullConsumer,
+    context: jetstream::Context,
     durable: String,
-) -> BoxStream<'static, Result<Delivery, MessagingError>> {
-    futures::stream::unfold((consumer, durable), |(consumer, durable)| async move {
-        let pulled = loop {
-            let batch = consumer
-                .batch()
-                .max_messages(1)
-                .expires(PULL_EXPIRES)
-                .messages()
-                .await;
-            let mut batch = match batch {
-                Ok(batch) => batch,
-                Err(err) => break Err(MessagingError::nats(format!("pull from {durable}"), err)),
-            };
-            match batch.next().await {
-                Some(Ok(message)) => break delivery_from(message),
-                // A status the server answered the pull with (the consumer
-                // deleted, a leader change): the loop binds again.
-                Some(Err(err)) => {
-                    break Err(MessagingError::unavailable(
-                        format!("pull from {durable}"),
-                        err,
-                    ));
-                }
-                // The request expired empty: ask again.
-                None => {}
+    inbox: async_nats::Subject,
+    replies: async_nats::Subscriber,
+    slots: Slots,
+    /// A slot taken for the next message while a pull is open.
+    spare: Option<OwnedSemaphorePermit>,
+    /// Messages the open pull asked for and has not yet brought.
+    asked: usize,
+    /// When the open pull must have been answered.
+    answer_by: tokio::time::Instant,
+    stop: CancellationToken,
+}
+
+impl Puller {
+    async fn bind(
+        consumer: jetstream::consumer::PullConsumer,
+        context: jetstream::Context,
+        durable: String,
+        slots: Slots,
+        stop: CancellationToken,
+    ) -> Result<Self, MessagingError> {
+        let client = context.client();
+        let inbox = async_nats::Subject::from(client.new_inbox());
+        let replies = client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|err| MessagingError::nats(format!("subscribe for {durable}"), err))?;
+        Ok(Self {
+            consumer,
+            context,
+            durable,
+            inbox,
+            replies,
+            slots,
+            spare: None,
+            asked: 0,
+            answer_by: tokio::time::Instant::now(),
+            stop,
+        })
+    }
+
+    /// The next delivery; `None` once stopped with nothing more on its way.
+    async fn next(&mut self) -> Option<Result<Delivery, MessagingError>> {
+        loop {
+            if self.asked == 0
+                && let Err(err) = self.pull().await?
+            {
+                return Some(Err(err));
             }
+            let reply = tokio::select! {
+                reply = self.replies.next() => reply,
+                () = tokio::time::sleep_until(self.answer_by) => {
+                    self.asked = 0;
+                    return Some(Err(MessagingError::unavailable(
+                        format!("pull from {}", self.durable),
+                        std::io::Error::other("the pull was not answered in time"),
+                    )));
+                }
+            };
+            let Some(reply) = reply else {
+                return Some(Err(MessagingError::unavailable(
+                    format!("pull from {}", self.durable),
+                    std::io::Error::other("the reply subscription ended"),
+                )));
+            };
+            match reply.status {
+                None | Some(async_nats::StatusCode::OK) => {
+                    self.asked = self.asked.saturating_sub(1);
+                    let slot = match self.spare.take() {
+                        Some(slot) => slot,
+                        // Free by construction; waiting covers a miscount.
+                        None => self.slots.take().await,
+                    };
+                    return Some(
+                        delivery_from(jetstream::Message {
+                            message: reply,
+                            context: self.context.clone(),
+                        })
+                        .map(|mut delivery| {
+                            delivery.slot = Some(slot);
+                            delivery
+                        }),
+                    );
+                }
+                Some(async_nats::StatusCode::IDLE_HEARTBEAT) => {}
+                // The pull expired or found nothing: ask again.
+                Some(async_nats::StatusCode::TIMEOUT | async_nats::StatusCode::NOT_FOUND) => {
+                    self.asked = 0;
+                }
+                // The consumer deleted, a leader change, a limit: bind again.
+                Some(status) => {
+                    self.asked = 0;
+                    return Some(Err(MessagingError::unavailable(
+                        format!("pull from {}", self.durable),
+                        std::io::Error::other(format!(
+                            "the server answered {status}: {}",
+                            reply.description.as_deref().unwrap_or("")
+                        )),
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Waits for a free slot, then opens a pull for it and every other free
+    /// slot. `None` once stopped.
+    async fn pull(&mut self) -> Option<Result<(), MessagingError>> {
+        if self.spare.is_none() {
+            let slot = tokio::select! {
+                () = self.stop.cancelled() => return None,
+                slot = self.slots.take() => slot,
+            };
+            self.spare = Some(slot);
+        }
+        if self.stop.is_cancelled() {
+            return None;
+        }
+        let batch = 1 + self.slots.free();
+        let request = pull::BatchConfig {
+            batch,
+            expires: Some(PULL_EXPIRES),
+            ..Default::default()
         };
-        Some((pulled, (consumer, durable)))
-    })
-    .boxed()
+        if let Err(err) = self
+            .consumer
+            .request_batch(request, self.inbox.clone())
+            .await
+        {
+            // Only the publish can fail: the connection is away.
+            return Some(Err(MessagingError::unavailable(
+                format!("pull from {}", self.durable),
+                err,
+            )));
+        }
+        self.asked = batch;
+        self.answer_by = tokio::time::Instant::now() + PULL_EXPIRES + PULL_ANSWER_GRACE;
+        Some(Ok(()))
+    }
+
+    fn into_stream(self) -> BoxStream<'static, Result<Delivery, MessagingError>> {
+        futures::stream::unfold(self, |mut puller| async move {
+            let next = puller.next().await?;
+            Some((next, puller))
+        })
+        .boxed()
+    }
 }
 
 fn delivery_from(message: jetstream::Message) -> Result<Delivery, MessagingError> {
@@ -331,6 +465,7 @@ fn delivery_from(message: jetstream::Message) -> Result<Delivery, MessagingError
             reply,
             client,
         }),
+        slot: None,
     })
 }
 

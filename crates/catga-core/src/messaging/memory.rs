@@ -1,7 +1,7 @@
 //! [`Broker`] in process memory for the embedded mode, with JetStream's
 //! delivery rules: each durable consumer is a queue shared by its subscribers;
-//! a delivery is taken only when a subscriber polls (nothing waits in a
-//! buffer); a delivery not acknowledged within `ack_wait` (extended by `in_progress`)
+//! a delivery is taken only when a subscriber polls with a free slot (nothing
+//! waits in a buffer); a delivery not acknowledged within `ack_wait` (extended by `in_progress`)
 //! comes back, a nak brings it back after its delay, `term` drops it; after
 //! `max_deliver` deliveries it is given up on and handed to
 //! [`Broker::dead_letter_exhausted`]; message ids are deduplicated for
@@ -20,12 +20,13 @@ use std::{
 use async_trait::async_trait;
 use futures::stream::{self, BoxStream, StreamExt};
 use tokio::{sync::Notify, time::Instant};
+use tokio_util::sync::CancellationToken;
 
 use crate::shutdown::BackgroundTasks;
 
 use super::{
     Acker, Broker, ConsumerSpec, DUPLICATE_WINDOW, Delivery, MessagingError, OutgoingMessage,
-    Publisher, subject_matches,
+    Publisher, Slots, subject_matches,
 };
 
 /// Messages published before any consumer bound their subject, and messages
@@ -212,6 +213,7 @@ impl MemoryBroker {
                 sequence: stored.sequence,
                 delivered,
             }),
+            slot: None,
         })
     }
 
@@ -308,18 +310,31 @@ impl Broker for MemoryBroker {
     async fn subscribe(
         &self,
         spec: &ConsumerSpec,
+        slots: Slots,
+        stop: CancellationToken,
     ) -> Result<BoxStream<'static, Result<Delivery, MessagingError>>, MessagingError> {
         Self::bind(&mut self.lock(), spec, true);
         let deliveries = stream::unfold(
-            (self.clone(), spec.durable.clone()),
-            |(broker, durable)| async move {
+            (self.clone(), spec.durable.clone(), slots, stop),
+            |(broker, durable, slots, stop)| async move {
+                // A message is taken only into a free slot.
+                let slot = tokio::select! {
+                    () = stop.cancelled() => return None,
+                    slot = slots.take() => slot,
+                };
                 loop {
                     match broker.take_next(&durable) {
-                        Ok(delivery) => return Some((Ok(delivery), (broker, durable))),
+                        Ok(mut delivery) => {
+                            delivery.slot = Some(slot);
+                            return Some((Ok(delivery), (broker, durable, slots, stop)));
+                        }
                         // `notify_one` keeps a permit when nobody waits, so a
                         // message pushed between the check and this wait is
                         // not missed.
-                        Err(wake) => wake.notified().await,
+                        Err(wake) => tokio::select! {
+                            () = stop.cancelled() => return None,
+                            () = wake.notified() => {}
+                        },
                     }
                 }
             },
@@ -472,7 +487,10 @@ mod tests {
             ack_wait: Duration::from_secs(1),
             max_in_flight: 1,
         };
-        let mut deliveries = broker.subscribe(&spec).await.expect("bound");
+        let mut deliveries = broker
+            .subscribe(&spec, Slots::new(1), CancellationToken::new())
+            .await
+            .expect("bound");
         let mut bodies = Vec::new();
         while let Ok(Some(Ok(delivery))) =
             tokio::time::timeout(Duration::from_millis(50), deliveries.next()).await

@@ -12,11 +12,13 @@ mod error;
 mod jetstream;
 mod memory;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream::BoxStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 pub use consumer::{ConsumerOptions, HandleError, Handler, run_consumer};
@@ -165,6 +167,34 @@ pub trait Acker: Send + Sync {
     async fn in_progress(&self) -> Result<(), MessagingError>;
 }
 
+/// A subscriber's handler slots ([`Broker::subscribe`]): each delivery holds
+/// one until it is dropped. One set serves every binding of a consumer loop,
+/// so binding again after an error adds no room while earlier deliveries are
+/// still being worked on.
+#[derive(Clone)]
+pub struct Slots(Arc<Semaphore>);
+
+impl Slots {
+    pub fn new(count: usize) -> Self {
+        Self(Arc::new(Semaphore::new(count.max(1))))
+    }
+
+    /// Waits for a free slot.
+    async fn take(&self) -> OwnedSemaphorePermit {
+        // The semaphore is never closed, so `acquire_owned` cannot fail;
+        // were it closed, waiting forever is the safe answer (fetch nothing).
+        match Arc::clone(&self.0).acquire_owned().await {
+            Ok(slot) => slot,
+            Err(_) => std::future::pending().await,
+        }
+    }
+
+    /// How many slots are free now.
+    fn free(&self) -> usize {
+        self.0.available_permits()
+    }
+}
+
 /// A message received from a durable consumer.
 pub struct Delivery {
     /// Unique identity of the stored message (stream and sequence).
@@ -175,6 +205,9 @@ pub struct Delivery {
     /// 1 on first delivery.
     pub delivered: i64,
     pub acker: Box<dyn Acker>,
+    /// The subscriber's slot this delivery takes up ([`Broker::subscribe`]),
+    /// freed when the delivery is dropped. `None` outside a subscription.
+    pub slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Delivery {
@@ -248,9 +281,18 @@ pub trait Broker: Publisher {
 
     /// Binds the durable consumer (creating it when absent, bringing its ack
     /// wait and max deliveries to `spec` when not) and streams its deliveries.
+    ///
+    /// Each delivery holds one of `slots` until it is dropped, and the broker
+    /// never fetches more than the free slots can take: no message waits in a
+    /// client buffer while its ack deadline runs (and, past it, its deliveries
+    /// are used up), e.g. while every handler retries through a long Redis
+    /// outage. Once `stop` fires nothing more is fetched; what is already on
+    /// its way is still streamed, then the stream ends.
     async fn subscribe(
         &self,
         spec: &ConsumerSpec,
+        slots: Slots,
+        stop: CancellationToken,
     ) -> Result<BoxStream<'static, Result<Delivery, MessagingError>>, MessagingError>;
 
     /// Whether the transport is connected now.
