@@ -534,11 +534,17 @@ python3 "$HERE/load.py" --api "$API" --sink "http://127.0.0.1:$SINK_PORT" \
     --disrupt "0.45:docker stop -t 10 $REDIS_VICTIM" \
     --disrupt "0.6:docker stop -t 30 $OS_VICTIM" || fail "load.py ran"
 # What the Sentinels did (detection, election, promotion), to read against
-# the refusal spans load.py printed.
+# the refusal spans load.py printed; their whole recent log when an outage
+# took long (20 s or more), to find out why.
+LONGEST_REFUSAL="$(python3 -c "import json; print(int(json.load(open('$WORK/summary.json')).get('longest_refusal_seconds', 0)))" 2>/dev/null || echo 0)"
 for n in 0 1 2; do
-    docker logs "$(service_containers redis-sentinel-$n)" 2>&1 \
-        | grep -E '[+-](sdown|odown|try-failover|elected-leader|failover-abort[a-z-]*|switch-master|failover-end) ' \
-        | tail -n 8 | sed "s/^/  redis-sentinel-$n: /" || true
+    if ((LONGEST_REFUSAL >= 20)); then
+        docker logs --tail 60 "$(service_containers redis-sentinel-$n)" 2>&1 | sed "s/^/  redis-sentinel-$n: /" || true
+    else
+        docker logs "$(service_containers redis-sentinel-$n)" 2>&1 \
+            | grep -E '[+-](sdown|odown|try-failover|elected-leader|failover-abort[a-z-]*|switch-master|failover-end) ' \
+            | tail -n 8 | sed "s/^/  redis-sentinel-$n: /" || true
+    fi
 done
 if [[ -s "$WORK/summary.json" ]]; then
     S="$WORK/summary.json"
