@@ -67,9 +67,9 @@ def http(method, url, body=None, headers=None, timeout=10):
 # How long one order is retried. A Redis failover answers 503 from the crash
 # to the promotion: usually 5-10 s. When the Sentinels' first election
 # splits, the next starts only after twice failover-timeout (10 s, in
-# docker/redis/sentinel.sh), and in Compose a run has seen two of the three
-# Sentinels notice the stopped master 44 s late (cause not found; see
-# docs/kubernetes.md). What each outage cost is printed (the refusal spans)
+# docker/redis/sentinel.sh); before Compose's x-redis-hosts, Sentinels stalled
+# on DNS went into TILT mode for minutes (docs/kubernetes.md). What each
+# outage cost is printed (the refusal spans)
 # and recorded ("longest_refusal_seconds"), so a slow one shows without
 # failing the run; the budget is only there to end a run that never recovers.
 RETRY_SECONDS = 150.0
