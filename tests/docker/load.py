@@ -69,9 +69,9 @@ def http(method, url, body=None, headers=None, timeout=10):
 # splits, the next starts only after twice failover-timeout (10 s, in
 # docker/redis/sentinel.sh); before Compose's x-redis-hosts, Sentinels stalled
 # on DNS went into TILT mode for minutes (docs/kubernetes.md). What each
-# outage cost is printed (the refusal spans)
-# and recorded ("longest_refusal_seconds"), so a slow one shows without
-# failing the run; the budget is only there to end a run that never recovers.
+# outage cost is printed (the refusal spans) and recorded
+# ("longest_refusal_seconds"), so a slow one shows without failing the run;
+# the budget is only there to end a run that never recovers.
 RETRY_SECONDS = 150.0
 
 
