@@ -263,7 +263,8 @@ pub async fn run_consumer(
             report_task_end(&spec.durable, joined);
         }
     }
-    // The last acks are sent without waiting: make sure they left.
+    // Hand-backs (naks) and terms are sent without waiting for the server
+    // (acks are confirmed): make sure the last ones left.
     let flushed = tokio::time::timeout(LAST_FLUSH_WAIT, broker.flush())
         .await
         .unwrap_or_else(|_| {
@@ -273,7 +274,7 @@ pub async fn run_consumer(
             })
         });
     if let Err(err) = flushed {
-        tracing::warn!(consumer = %spec.durable, error = %Chain(&err), "last acks not flushed; their messages come back and are deduplicated");
+        tracing::warn!(consumer = %spec.durable, error = %Chain(&err), "last naks and terms not flushed; their messages come back after the ack deadline and are deduplicated");
     }
     tracing::info!(consumer = %spec.durable, "consumer stopped");
 }

@@ -25,23 +25,29 @@ pub fn method_label(method: &Method) -> &'static str {
     }
 }
 
-/// `METHOD /route/template` of a request, from bounded labels only: what
-/// Jaeger lists as the operation and the `operation` label of the HTTP metrics.
-pub fn http_operation<B>(request: &axum::http::Request<B>) -> String {
-    let route = request
+/// The route template a request matched, else [`UNMATCHED_ROUTE`].
+pub fn route_label<B>(request: &axum::http::Request<B>) -> &str {
+    request
         .extensions()
         .get::<MatchedPath>()
-        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
-    format!("{} {route}", method_label(request.method()))
+        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str)
+}
+
+/// `METHOD /route/template` from bounded labels only: what Jaeger lists as
+/// the operation and the `operation` label of the HTTP metrics.
+pub fn operation_label(method: &str, route: &str) -> String {
+    format!("{method} {route}")
+}
+
+/// [`operation_label`] of a request.
+pub fn http_operation<B>(request: &axum::http::Request<B>) -> String {
+    operation_label(method_label(request.method()), route_label(request))
 }
 
 /// The server span of an HTTP request, continuing an incoming `traceparent`.
 /// Named by [`http_operation`].
 pub fn http_server_span(request: &axum::http::Request<axum::body::Body>) -> Span {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or(UNMATCHED_ROUTE, MatchedPath::as_str);
+    let route = route_label(request);
     let span = tracing::info_span!(
         "http request",
         otel.name = %http_operation(request),

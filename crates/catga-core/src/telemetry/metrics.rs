@@ -119,7 +119,7 @@ impl HttpMetrics {
         } else {
             "success"
         };
-        let operation = format!("{method} {route}");
+        let operation = super::http::operation_label(method, route);
         let series = HttpSeries {
             method,
             status,
